@@ -1,0 +1,303 @@
+"""Build a ``Catalog`` from files: the built-in data, admin drop-ins, or a libvirt cpu_map.
+
+Drop-in directories, read in this order (later files override earlier ones):
+``/etc/guestcpu/models.d/`` then ``$XDG_CONFIG_HOME/guestcpu/models.d/``.  Each
+``*.json`` or ``*.toml`` file holds ``model`` entries; see docs/catalog.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from guestcpu.catalog.catalog import Catalog, Vendor
+from guestcpu.errors import InputError, UnknownNameError
+from guestcpu.model.cpumodel import CpuidIdentity, CpuModel, ModelSignature
+from guestcpu.model.features import Feature
+
+SCHEMA = 1
+SYSTEM_DROPIN_DIR = Path("/etc/guestcpu/models.d")
+_DROPIN_ORDER_BASE = 100_000
+
+
+def user_dropin_dir() -> Path:
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "guestcpu" / "models.d"
+
+
+def default_dropin_dirs() -> list[Path]:
+    return [SYSTEM_DROPIN_DIR, user_dropin_dir()]
+
+
+def parse_steppings(text: str | None) -> int | None:
+    """libvirt's stepping list ``'0-3,5'`` as a bitmap."""
+    if not text:
+        return None
+    bitmap = 0
+    for part in text.split(","):
+        lo, _, hi = part.partition("-")
+        for s in range(int(lo), int(hi or lo) + 1):
+            bitmap |= 1 << s
+    return bitmap
+
+
+def _signatures(docs: Iterable[dict[str, Any]]) -> tuple[ModelSignature, ...]:
+    return tuple(
+        ModelSignature(int(s["family"]), int(s["model"]), parse_steppings(s.get("stepping"))) for s in docs
+    )
+
+
+# -- built-in data ---------------------------------------------------------------------
+
+
+def _feature_from_doc(index: int, doc: dict[str, Any]) -> Feature:
+    if "msr" in doc:
+        kind, leaf, subleaf, register = "msr", int(doc["msr"], 16), 0, "msr"
+    else:
+        location, register = doc["cpuid"].split()
+        leaf_text, _, subleaf_text = location.partition(".")
+        kind, leaf, subleaf = "cpuid", int(leaf_text, 16), int(subleaf_text or 0)
+    return Feature(
+        index=index,
+        name=doc["name"],
+        kind=kind,
+        leaf=leaf,
+        subleaf=subleaf,
+        register=register,
+        bit=int(doc["bit"]),
+        qemu_names=tuple(doc.get("qemu", ())),
+        migratable=doc.get("migratable", True),
+    )
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{path} is not valid JSON: {exc.msg} at line {exc.lineno}") from None
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror}") from None
+
+
+def _model_from_doc(doc: dict[str, Any], target: dict[str, Any] | None, family: str, bits: Any) -> CpuModel:
+    """``target`` is the canonical model's doc when ``doc`` is an alias."""
+    body = target if target is not None else doc
+    ident = body.get("cpuid")
+    identity = (
+        CpuidIdentity(
+            vendor=ident["vendor"],
+            family=ident["family"],
+            model=ident["model"],
+            stepping=ident["stepping"],
+            level=ident["level"],
+            xlevel=ident["xlevel"],
+            model_id=ident["model_id"],
+        )
+        if ident
+        else None
+    )
+    return CpuModel(
+        name=doc["name"],
+        order=int(doc["order"]),
+        vendor=body.get("vendor"),
+        features=bits(body.get("features", ())),
+        removed=bits(body.get("removed", ())),
+        added=bits(body.get("added", ())),
+        signatures=_signatures(body.get("signatures", ())),
+        alias_of=doc.get("alias_of"),
+        version=doc.get("version", body.get("version")),
+        family=family,
+        decode_host=doc["decode"]["host"],
+        decode_guest=doc["decode"]["guest"],
+        compat_check=doc.get("compat_check", False),
+        deprecated=doc.get("deprecated", False),
+        identity=identity,
+        in_qemu_7_2=doc.get("qemu_7_2", False),
+        notes=doc.get("notes", ""),
+    )
+
+
+def load_builtin() -> tuple[tuple[Feature, ...], tuple[Vendor, ...], list[CpuModel]]:
+    data = Path(__file__).parent / "data"
+    feature_doc = json.loads((data / "features.json").read_text())
+    features = tuple(_feature_from_doc(i, d) for i, d in enumerate(feature_doc["features"]))
+    vendors = tuple(Vendor(v["name"], v["string"]) for v in json.loads((data / "vendors.json").read_text())["vendors"])
+    by_name = {f.name: f for f in features}
+
+    def bits(names: Iterable[str]) -> int:
+        value = 0
+        for name in names:
+            value |= 1 << by_name[name].index
+        return value
+
+    models: list[CpuModel] = []
+    for path in sorted((data / "models").iterdir(), key=lambda p: p.name):
+        if not path.name.endswith(".json"):
+            continue
+        family_doc = json.loads(path.read_text())
+        docs = {d["name"]: d for d in family_doc["models"]}
+        for doc in family_doc["models"]:
+            target = docs[doc["alias_of"]] if doc.get("alias_of") else None
+            models.append(_model_from_doc(doc, target, family_doc["family"], bits))
+    return features, vendors, models
+
+
+# -- drop-ins ------------------------------------------------------------------------
+
+
+def _read_dropin(path: Path) -> list[dict[str, Any]]:
+    if path.suffix == ".toml":
+        import tomllib
+
+        try:
+            doc = tomllib.loads(path.read_text())
+        except ValueError as exc:
+            raise InputError(f"{path} is not valid TOML: {exc}") from None
+    else:
+        doc = _read_json(path)
+    if not isinstance(doc, dict) or not isinstance(doc.get("model"), list):
+        raise InputError(f"{path}: expected a top-level 'model' list (TOML [[model]] tables or JSON {{\"model\": [...]}})")
+    return doc["model"]
+
+
+_DROPIN_KEYS = {"name", "base", "vendor", "features", "add", "remove", "signatures", "notes", "deprecated", "model_id"}
+
+
+def _dropin_model(entry: Any, path: Path, catalog: Catalog, order: int) -> CpuModel:
+    where = str(path)
+    if not isinstance(entry, dict) or not isinstance(entry.get("name"), str) or not entry["name"]:
+        raise InputError(f"{where}: every model needs a 'name' string")
+    name = entry["name"]
+    unknown = sorted(set(entry) - _DROPIN_KEYS)
+    if unknown:
+        raise InputError(f"{where}: model '{name}' has unknown key(s) {unknown}; valid keys are {sorted(_DROPIN_KEYS)}")
+    for key in ("features", "add", "remove"):
+        value = entry.get(key, [])
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise InputError(f"{where}: model '{name}': '{key}' must be a list of feature names")
+    if "base" in entry:
+        base = catalog.model(entry["base"], where)
+        features, vendor, signatures = base.features, base.vendor, base.signatures
+        identity = base.identity
+    elif "features" in entry:
+        features, vendor, signatures, identity = 0, None, (), None
+    else:
+        raise InputError(f"{where}: model '{name}' needs 'base' (a model to start from) or 'features' (a full list)")
+    features |= catalog.bits(entry.get("features", []), where)
+    features |= catalog.bits(entry.get("add", []), where)
+    features &= ~catalog.bits(entry.get("remove", []), where)
+    if "vendor" in entry:
+        vendor = catalog.vendor(entry["vendor"], where).name
+    if identity is not None and "model_id" in entry:
+        identity = CpuidIdentity(**{**identity.__dict__, "model_id": str(entry["model_id"])})
+    if "signatures" in entry:
+        signatures = _signatures(entry["signatures"])
+    base_name = entry.get("base")
+    return CpuModel(
+        name=name,
+        order=order,
+        vendor=vendor,
+        features=features,
+        signatures=signatures,
+        family=catalog.model(base_name).family if base_name else name,
+        decode_host=True,
+        decode_guest=True,
+        deprecated=bool(entry.get("deprecated", False)),
+        identity=identity,
+        source=where,
+        notes=str(entry.get("notes", f"based on {base_name}" if base_name else "")),
+    )
+
+
+def apply_dropins(catalog: Catalog, directories: Iterable[Path]) -> Catalog:
+    """A new catalog with every drop-in model of ``directories`` added or overriding."""
+    files = [p for d in directories if d.is_dir() for p in sorted(d.iterdir()) if p.suffix in (".json", ".toml")]
+    if not files:
+        return catalog
+    models = {m.name: m for m in catalog.models}
+    order = _DROPIN_ORDER_BASE
+    current = catalog
+    for path in files:
+        for entry in _read_dropin(path):
+            model = _dropin_model(entry, path, current, order)
+            order += 1
+            existing = models.get(model.name)
+            if existing is not None:
+                # An override keeps the built-in's place in the decode order.
+                model = CpuModel(**{**model.__dict__, "order": existing.order, "version": existing.version})
+            models[model.name] = model
+        current = Catalog(catalog.features, catalog.vendors, tuple(models.values()), catalog.source)
+    return Catalog(catalog.features, catalog.vendors, tuple(models.values()), f"{catalog.source}+drop-ins")
+
+
+# -- libvirt cpu_map -----------------------------------------------------------------
+
+
+def load_libvirt_cpu_map(directory: Path) -> Catalog:
+    from guestcpu.catalog.cpumap import family_of, read_cpu_map, version_of
+
+    parsed = read_cpu_map(directory)
+    features: list[Feature] = []
+    for index, doc in enumerate(parsed["features"]):
+        bits = doc["bits"]
+        if len(bits) != 1 or bin(next(iter(bits[0].values()))[-1]).count("1") != 1:
+            raise InputError(
+                f"{directory}: feature '{doc['name']}' spans several bits; guestcpu supports one-bit features only"
+            )
+        bit = bits[0]
+        if "cpuid" in bit:
+            leaf, subleaf, reg, mask = bit["cpuid"]
+            features.append(
+                Feature(index, doc["name"], "cpuid", leaf, subleaf, reg, mask.bit_length() - 1,
+                        tuple(doc["aliases"]), doc["migratable"])
+            )
+        else:
+            msr_index, mask = bit["msr"]
+            features.append(
+                Feature(index, doc["name"], "msr", msr_index, 0, "msr", mask.bit_length() - 1,
+                        tuple(doc["aliases"]), doc["migratable"])
+            )
+    by_name = {f.name: f for f in features}
+
+    def bits_of(names: Iterable[str], model: str) -> int:
+        value = 0
+        for name in names:
+            if name not in by_name:
+                raise UnknownNameError("feature", name, by_name, f"{directory} model {model}")
+            value |= 1 << by_name[name].index
+        return value
+
+    vendors = tuple(Vendor(v["name"], v["string"]) for v in parsed["vendors"])
+    models = [
+        CpuModel(
+            name=m["name"],
+            order=m["order"],
+            vendor=m["vendor"],
+            features=bits_of(m["features"], m["name"]),
+            removed=bits_of(m["removed"], m["name"]),
+            added=bits_of(m["added"], m["name"]),
+            signatures=_signatures(m["signatures"]),
+            alias_of=m["alias_of"],
+            version=version_of(m["name"]),
+            family=family_of(m["name"]),
+            decode_host=m["decode_host"],
+            decode_guest=m["decode_guest"],
+            compat_check=m["compat_check"],
+            source=str(directory),
+        )
+        for m in parsed["models"]
+    ]
+    return Catalog(tuple(features), vendors, tuple(models), f"libvirt cpu_map {directory}")
+
+
+def load_catalog(libvirt_dir: Path | None = None, dropin_dirs: Iterable[Path] | None = None) -> Catalog:
+    """The catalog guestcpu uses: a libvirt cpu_map if given, else the built-in data, plus drop-ins."""
+    if libvirt_dir is not None:
+        # A libvirt map is used as the *whole* catalog, for 1:1 comparisons with libvirt.
+        return load_libvirt_cpu_map(libvirt_dir)
+    features, vendors, models = load_builtin()
+    catalog = Catalog(features, vendors, tuple(models))
+    return apply_dropins(catalog, default_dropin_dirs() if dropin_dirs is None else dropin_dirs)

@@ -1,0 +1,99 @@
+"""Compare a guest CPU with a host CPU: identical, superset or incompatible, and why.
+
+Same rules as libvirt's x86Compute: vendor must match when the guest names one;
+forbidden features present on the host, or required features missing from it, make
+the pair incompatible; extra host features make it a superset, which ``match='strict'``
+refuses.  Every answer names the features that decided it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+from guestcpu.catalog.catalog import Catalog
+from guestcpu.engine.cpubits import CpuBits, compile_cpu
+from guestcpu.errors import InputError
+from guestcpu.model.cpu import CpuDefinition, CpuType, Match
+
+X86_ARCHES = ("i686", "x86_64")
+
+
+class CompareResult(Enum):
+    IDENTICAL = "identical"
+    SUPERSET = "superset"
+    INCOMPATIBLE = "incompatible"
+
+
+@dataclass(frozen=True)
+class Comparison:
+    result: CompareResult
+    reason: str = ""
+    missing_features: list[str] = field(default_factory=list)
+    extra_features: list[str] = field(default_factory=list)
+    forbidden_features: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "result": self.result.value,
+            "missing_features": self.missing_features,
+            "extra_features": self.extra_features,
+            "forbidden_features": self.forbidden_features,
+            "reason": self.reason,
+        }
+
+
+def compare_bits(
+    host: CpuBits, guest: CpuBits, catalog: Catalog, *, guest_arch: str | None = None, strict: bool = False
+) -> Comparison:
+    if guest_arch is not None and guest_arch not in X86_ARCHES:
+        return Comparison(CompareResult.INCOMPATIBLE, f"CPU arch {guest_arch} does not match host arch")
+    if guest.vendor is not None and guest.vendor != host.vendor:
+        return Comparison(
+            CompareResult.INCOMPATIBLE,
+            f"host CPU vendor {host.vendor or 'unknown'} does not match required CPU vendor {guest.vendor}",
+        )
+    host_all = host.all
+    forbidden = guest.forbid & host_all
+    if forbidden:
+        names = catalog.names(forbidden)
+        return Comparison(
+            CompareResult.INCOMPATIBLE,
+            f"host CPU provides forbidden features: {', '.join(names)}",
+            forbidden_features=names,
+        )
+    required = guest.required_with_model & ~(guest.force | guest.optional | guest.disable)
+    missing = required & ~host_all
+    extra = host_all & ~(guest.optional | required | guest.disable | guest.force)
+    extra_names = catalog.names(extra)
+    if missing:
+        names = catalog.names(missing)
+        return Comparison(
+            CompareResult.INCOMPATIBLE,
+            f"host CPU does not provide required features: {', '.join(names)}",
+            missing_features=names,
+            extra_features=extra_names,
+        )
+    if not extra:
+        return Comparison(CompareResult.IDENTICAL, "host CPU provides exactly the guest CPU's features")
+    if strict:
+        return Comparison(
+            CompareResult.INCOMPATIBLE,
+            f"host CPU does not strictly match guest CPU: extra features: {', '.join(extra_names)}",
+            extra_features=extra_names,
+        )
+    return Comparison(
+        CompareResult.SUPERSET,
+        f"host CPU provides every guest feature and {len(extra_names)} more",
+        extra_features=extra_names,
+    )
+
+
+def compare(host: CpuDefinition, guest: CpuDefinition, catalog: Catalog) -> Comparison:
+    """Compare ``guest`` against ``host``.  Unknown models or features raise ``UnknownNameError``."""
+    if host.model is None:
+        raise InputError("the host CPU has no model; expected a host <cpu> with <model> or a CPUID dump")
+    host_bits = compile_cpu(host, catalog, "host CPU")
+    guest_bits = compile_cpu(guest, catalog, "guest CPU")
+    strict = guest.type is CpuType.GUEST and guest.match is Match.STRICT
+    return compare_bits(host_bits, guest_bits, catalog, guest_arch=guest.arch, strict=strict)

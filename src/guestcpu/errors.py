@@ -1,0 +1,45 @@
+"""Exceptions guestcpu raises on purpose.
+
+Every error a user can cause is a ``GuestCpuError`` whose message says what is wrong
+and, where there is one, what would be right.  The CLI prints ``str(error)`` as one
+line and exits with ``error.exit_status``; it never shows a traceback for these.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class GuestCpuError(Exception):
+    """Base of every deliberate guestcpu error."""
+
+    exit_status = 1
+
+
+class InputError(GuestCpuError):
+    """A file, argument or document is malformed or names something that does not exist."""
+
+
+class UnknownNameError(InputError):
+    """A model, feature, vendor or machine name that is not known, with close matches."""
+
+    def __init__(self, kind: str, name: str, known: Iterable[str], where: str = "") -> None:
+        self.kind = kind
+        self.name = name
+        self.suggestions = suggest(name, known)
+        place = f" in {where}" if where else ""
+        hint = f"; did you mean {', '.join(repr(s) for s in self.suggestions)}?" if self.suggestions else ""
+        super().__init__(f"unknown CPU {kind} '{name}'{place}{hint}")
+
+
+class IncompatibleError(GuestCpuError):
+    """CPUs that cannot be combined or compared (different vendors, nothing in common)."""
+
+
+def suggest(name: str, known: Iterable[str], limit: int = 3) -> list[str]:
+    """Close spellings of ``name`` among ``known``, case-insensitively."""
+    known_list = list(known)
+    lowered = {k.lower(): k for k in known_list}
+    hits = difflib.get_close_matches(name.lower(), list(lowered), n=limit, cutoff=0.6)
+    return [lowered[h] for h in hits]

@@ -1,0 +1,41 @@
+"""One hardened XML parser for every document guestcpu reads.
+
+Entity resolution, DTD loading and network access are off, so a hostile file
+cannot read local files or reach the network (XXE).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from lxml import etree
+
+from guestcpu.errors import InputError
+
+_PARSER = etree.XMLParser(
+    resolve_entities=False,
+    no_network=True,
+    load_dtd=False,
+    dtd_validation=False,
+    huge_tree=False,
+    remove_comments=False,
+)
+
+
+def parse_xml_bytes(data: bytes, source: str) -> Any:
+    """Parse ``data``; ``source`` names it in error messages."""
+    if not data.strip():
+        raise InputError(f"{source} is empty; expected an XML document")
+    try:
+        return etree.fromstring(data, _PARSER)
+    except etree.XMLSyntaxError as exc:
+        raise InputError(f"{source} is not well-formed XML: {exc.msg} (line {exc.lineno})") from None
+
+
+def parse_xml_file(path: Path) -> Any:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror}") from None
+    return parse_xml_bytes(data, str(path))

@@ -1,0 +1,1 @@
+"""Value types: CPUID data, CPU definitions, catalog features and models."""

@@ -103,7 +103,7 @@ def test_compare(case: dict[str, Any], catalog: Catalog) -> None:
 def test_hasfeature(case: dict[str, Any], catalog: Catalog) -> None:
     host = read_cpu(case["host"])
     if case["expected"] == "FAIL":
-        with pytest.raises(GuestCpuError, match="did you mean|unknown CPU feature"):
+        with pytest.raises(GuestCpuError, match=r"unknown CPU feature"):
             catalog.feature(case["feature"])
         return
     present = bool(compile_cpu(host, catalog).all >> catalog.feature(case["feature"]).index & 1)

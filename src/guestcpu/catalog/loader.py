@@ -159,8 +159,11 @@ def _read_dropin(path: Path) -> list[dict[str, Any]]:
     else:
         doc = _read_json(path)
     if not isinstance(doc, dict) or not isinstance(doc.get("model"), list):
-        raise InputError(f"{path}: expected a top-level 'model' list (TOML [[model]] tables or JSON {{\"model\": [...]}})")
-    return doc["model"]
+        raise InputError(
+            f"{path}: expected a top-level 'model' list (TOML [[model]] tables or JSON {{\"model\": [...]}})"
+        )
+    models: list[dict[str, Any]] = doc["model"]
+    return models
 
 
 _DROPIN_KEYS = {"name", "base", "vendor", "features", "add", "remove", "signatures", "notes", "deprecated", "model_id"}

@@ -128,6 +128,17 @@ def filter_broken_tsx(facts: CpuFacts, catalog: Catalog) -> tuple[CpuFacts, bool
     return facts, False
 
 
+def _better(
+    cand: Candidate, cost: tuple[int, int], best: Candidate, best_cost: tuple[int, int], preferred: bool, signed: bool
+) -> bool:
+    """Does ``cand`` beat ``best``?  A matching signature first, then cost, then fewer disabled."""
+    if signed and cand.signature_match and not best.signature_match:
+        return True
+    if cost[0] < best_cost[0] or (cost[0] == best_cost[0] and cost[1] < best_cost[1]):
+        return True
+    return preferred and cost[1] < best_cost[1]
+
+
 def _make_candidate(
     facts: CpuFacts, model: CpuModel, blockers: Sequence[str] | None, cpu_type: CpuType, catalog: Catalog
 ) -> Candidate:
@@ -202,14 +213,7 @@ def decode(
             if explain:
                 considered.append((cand, f"signature does not match, {best.model.name}'s does"))
             continue
-        better = False
-        if facts.signature_eax and cand.signature_match and not best.signature_match:
-            better = True
-        elif cost[0] < best_cost[0] or (cost[0] == best_cost[0] and cost[1] < best_cost[1]):
-            better = True
-        elif is_preferred and cost[1] < best_cost[1]:
-            better = True
-        if better:
+        if _better(cand, cost, best, best_cost, is_preferred, bool(facts.signature_eax)):
             if explain:
                 considered.append((best, f"{cand.model.name} is better"))
             best, best_cost = cand, cost

@@ -145,7 +145,9 @@ def _catalog_names(names: Iterable[str], catalog: Catalog) -> tuple[tuple[str, .
     return tuple(known), tuple(unknown)
 
 
-def definitions_from_reply(reply: dict[str, Any], catalog: Catalog, source: str = "QMP reply") -> list[CpuDefinitionInfo]:
+def definitions_from_reply(
+    reply: dict[str, Any], catalog: Catalog, source: str = "QMP reply"
+) -> list[CpuDefinitionInfo]:
     body = reply.get("return", reply)
     if not isinstance(body, list):
         raise InputError(f"{source}: not a query-cpu-definitions reply (expected a list)")

@@ -1,0 +1,66 @@
+# guestcpu — two entry points (see README.md):
+#   make demo   install everything and run guestcpu on this host
+#   make test   install what the tests need and run lint, type checks and tests
+# Both work as root on a fresh Debian 12 machine; apt packages are installed only when missing.
+
+PYTHON  ?= python3
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+
+# Debian packages: QEMU (x86 and s390x), the cpuid tool, and libvirt as a peer for comparisons.
+DEMO_DEBS := qemu-system-x86 cpuid
+TEST_DEBS := qemu-system-x86 qemu-system-misc cpuid libvirt-clients libvirt-daemon
+
+.PHONY: demo test lint typecheck pytest bench debs-demo debs-test clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import ensurepip' 2>/dev/null || $(MAKE) --no-print-directory apt DEBS=python3-venv
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	@touch $@
+
+# Install the given Debian packages if any of them is missing (needs root).
+apt:
+	@missing=""; for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  if [ "$$(id -u)" != 0 ]; then echo "need root to install:$$missing" >&2; exit 1; fi; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+debs-demo:
+	@$(MAKE) --no-print-directory apt DEBS="$(DEMO_DEBS)"
+
+debs-test:
+	@$(MAKE) --no-print-directory apt DEBS="$(TEST_DEBS)"
+
+demo: debs-demo $(STAMP)
+	@echo "== guestcpu $$($(BIN)/guestcpu --version | cut -d' ' -f3): this host's CPU, decoded (libvirt capabilities form)"
+	$(BIN)/guestcpu host
+	@echo "== the same CPU as a guest CPU (features may be disabled)"
+	$(BIN)/guestcpu host --flavor guest
+	@echo "== can this host run a Skylake-Client-v4 guest?"
+	$(BIN)/guestcpu host > $(VENV)/demo-host.xml
+	printf "<cpu mode='custom' match='exact'><model>Skylake-Client-v4</model></cpu>\n" > $(VENV)/demo-guest.xml
+	$(BIN)/guestcpu compare $(VENV)/demo-host.xml $(VENV)/demo-guest.xml
+	@echo "== the model and its versions"
+	$(BIN)/guestcpu model Skylake-Client
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests tools benchmarks
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+pytest: $(STAMP) debs-test
+	$(BIN)/pytest -q
+
+test: debs-test $(STAMP) lint typecheck pytest
+
+bench: $(STAMP) debs-test
+	$(BIN)/python benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) build src/*.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,45 @@
+"""Helpers shared by the CLI commands: catalog loading, input files, JSON output."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from guestcpu.catalog.catalog import Catalog
+from guestcpu.errors import InputError
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+
+
+def load_catalog_for(ctx: click.Context) -> Catalog:
+    from guestcpu.catalog.loader import load_catalog
+
+    obj = ctx.find_root().obj or {}
+    libvirt_dir = obj.get("catalog_libvirt")
+    dirs = obj.get("models_dirs")
+    return load_catalog(
+        libvirt_dir=Path(libvirt_dir) if libvirt_dir else None,
+        dropin_dirs=[Path(d) for d in dirs] if dirs else None,
+    )
+
+
+def read_input(path: str) -> bytes:
+    """Read a file argument (``-`` is standard input) with a clear error."""
+    if path == "-":
+        return sys.stdin.buffer.read()
+    try:
+        return Path(path).read_bytes()
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise InputError(f"{path} is a directory; expected a file") from None
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror}") from None
+
+
+def emit_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2))

@@ -1,0 +1,110 @@
+"""The ``guestcpu`` command.
+
+Commands live in sibling modules and are imported only when invoked, so that a
+single small call pays for what it uses and no more (start-up time is most of a CLI
+call's cost).  Every deliberate error is one line on stderr and a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from importlib import import_module
+from typing import Any
+
+import click
+
+from guestcpu import __version__
+
+#: command name -> "module:attribute" of its click command, imported lazily.
+COMMANDS: dict[str, str] = {
+    "host": "guestcpu.cli.cpu_commands:host_cmd",
+    "compare": "guestcpu.cli.cpu_commands:compare_cmd",
+    "baseline": "guestcpu.cli.cpu_commands:baseline_cmd",
+    "models": "guestcpu.cli.catalog_commands:models_cmd",
+    "model": "guestcpu.cli.catalog_commands:model_cmd",
+}
+
+HELP = {
+    "host": "The CPU of this host or of a CPUID dump, as libvirt <cpu> XML.",
+    "compare": "Compare a guest CPU with a host CPU: identical, superset or incompatible.",
+    "baseline": "The best CPU model and features that every given CPU can run.",
+    "models": "List the CPU models of the catalog.",
+    "model": "Show one CPU model: versions, aliases, features and what changed.",
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        target = COMMANDS.get(name)
+        if target is None:
+            return None
+        module_name, attr = target.split(":")
+        command = getattr(import_module(module_name), attr)
+        assert isinstance(command, click.Command)
+        return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, HELP.get(name, "")) for name in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="guestcpu")
+@click.option(
+    "--catalog-libvirt",
+    "catalog_libvirt",
+    type=click.Path(file_okay=False, path_type=str),
+    envvar="GUESTCPU_CATALOG_LIBVIRT",
+    help="Use a libvirt cpu_map directory (e.g. /usr/share/libvirt/cpu_map) as the whole catalog.",
+)
+@click.option(
+    "--models-dir",
+    "models_dirs",
+    multiple=True,
+    type=click.Path(file_okay=False, path_type=str),
+    help="Read drop-in models from this directory instead of /etc/guestcpu/models.d and "
+    "$XDG_CONFIG_HOME/guestcpu/models.d (repeatable).",
+)
+@click.pass_context
+def cli(ctx: click.Context, catalog_libvirt: str | None, models_dirs: tuple[str, ...]) -> None:
+    """guestcpu: fully specified, verified and stable guest CPUs for QEMU/KVM."""
+    ctx.obj = {"catalog_libvirt": catalog_libvirt, "models_dirs": models_dirs or None}
+
+
+def main(argv: list[str] | None = None) -> None:
+    from guestcpu.errors import GuestCpuError
+
+    try:
+        cli.main(args=argv, prog_name="guestcpu", standalone_mode=False)
+    except GuestCpuError as exc:
+        click.echo(f"guestcpu: error: {exc}", err=True)
+        sys.exit(exc.exit_status)
+    except click.exceptions.Abort:
+        click.echo("guestcpu: interrupted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except BrokenPipeError:
+        # Output piped into `head` and the like: not an error.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(0)
+    except KeyboardInterrupt:
+        click.echo("guestcpu: interrupted", err=True)
+        sys.exit(130)
+
+
+def context_options(ctx: click.Context) -> dict[str, Any]:
+    obj = ctx.find_root().obj
+    return obj if isinstance(obj, dict) else {}
+
+
+if __name__ == "__main__":
+    main()

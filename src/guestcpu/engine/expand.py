@@ -49,4 +49,7 @@ def expand_features(cpu: CpuDefinition, catalog: Catalog) -> CpuDefinition:
             continue
         update_feature(features, feature.name, feature.policy)
     expanded = cpu.with_(features=tuple(features))
-    return expanded if host else disable_removed_features(expanded, catalog)
+    if not host:
+        expanded = disable_removed_features(expanded, catalog)
+    # libvirt lists an expanded CPU's features by name.
+    return expanded.with_(features=tuple(sorted(expanded.features, key=lambda f: f.name)))

@@ -7,7 +7,6 @@ line and exits with ``error.exit_status``; it never shows a traceback for these.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable
 
 
@@ -39,6 +38,8 @@ class IncompatibleError(GuestCpuError):
 
 def suggest(name: str, known: Iterable[str], limit: int = 3) -> list[str]:
     """Close spellings of ``name`` among ``known``, case-insensitively."""
+    import difflib  # only on the error path
+
     known_list = list(known)
     lowered = {k.lower(): k for k in known_list}
     hits = difflib.get_close_matches(name.lower(), list(lowered), n=limit, cutoff=0.6)

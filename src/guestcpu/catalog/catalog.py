@@ -6,16 +6,14 @@ job; this module only indexes and answers look-ups, with exact errors.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from guestcpu.errors import UnknownNameError
 from guestcpu.model.cpuid import REGISTERS, CpuidData
 from guestcpu.model.cpumodel import CpuModel
 from guestcpu.model.features import Feature, FeatureSet, iter_bits
-
-_VERSION_RE = re.compile(r"^(?P<base>.+)-v(?P<version>\d+)$")
 
 
 def normalize_feature_name(name: str) -> str:
@@ -41,6 +39,8 @@ class Catalog:
     #: (leaf, subleaf, register index) -> [(mask, feature bit)]
     _cpuid_lookup: dict[tuple[int, int, int], list[tuple[int, int]]] = field(default_factory=dict, repr=False)
     _msr_lookup: dict[int, list[tuple[int, int]]] = field(default_factory=dict, repr=False)
+    #: engine memo of compiled CPU definitions (engine.cpubits); owned by this catalog
+    compiled_cache: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         for feature in self.features:

@@ -16,12 +16,12 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON i
 
 
 def load_catalog_for(ctx: click.Context) -> Catalog:
-    from guestcpu.catalog.loader import load_catalog
+    from guestcpu.catalog.cache import load_catalog_cached
 
     obj = ctx.find_root().obj or {}
     libvirt_dir = obj.get("catalog_libvirt")
     dirs = obj.get("models_dirs")
-    return load_catalog(
+    return load_catalog_cached(
         libvirt_dir=Path(libvirt_dir) if libvirt_dir else None,
         dropin_dirs=[Path(d) for d in dirs] if dirs else None,
     )

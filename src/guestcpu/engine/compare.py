@@ -27,11 +27,41 @@ class CompareResult(Enum):
 
 @dataclass(frozen=True)
 class Comparison:
+    """The verdict and the feature bits that decided it; names are computed on demand."""
+
     result: CompareResult
-    reason: str = ""
-    missing_features: list[str] = field(default_factory=list)
-    extra_features: list[str] = field(default_factory=list)
-    forbidden_features: list[str] = field(default_factory=list)
+    catalog: Catalog = field(repr=False, compare=False)
+    missing_bits: int = 0
+    extra_bits: int = 0
+    forbidden_bits: int = 0
+    #: for verdicts not about features (arch, vendor)
+    note: str = ""
+
+    @property
+    def missing_features(self) -> list[str]:
+        return self.catalog.names(self.missing_bits)
+
+    @property
+    def extra_features(self) -> list[str]:
+        return self.catalog.names(self.extra_bits)
+
+    @property
+    def forbidden_features(self) -> list[str]:
+        return self.catalog.names(self.forbidden_bits)
+
+    @property
+    def reason(self) -> str:
+        if self.note:
+            return self.note
+        if self.forbidden_bits:
+            return f"host CPU provides forbidden features: {', '.join(self.forbidden_features)}"
+        if self.missing_bits:
+            return f"host CPU does not provide required features: {', '.join(self.missing_features)}"
+        if self.result is CompareResult.INCOMPATIBLE:
+            return f"host CPU does not strictly match guest CPU: extra features: {', '.join(self.extra_features)}"
+        if self.result is CompareResult.IDENTICAL:
+            return "host CPU provides exactly the guest CPU's features"
+        return f"host CPU provides every guest feature and {self.extra_bits.bit_count()} more"
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -47,46 +77,27 @@ def compare_bits(
     host: CpuBits, guest: CpuBits, catalog: Catalog, *, guest_arch: str | None = None, strict: bool = False
 ) -> Comparison:
     if guest_arch is not None and guest_arch not in X86_ARCHES:
-        return Comparison(CompareResult.INCOMPATIBLE, f"CPU arch {guest_arch} does not match host arch")
+        return Comparison(CompareResult.INCOMPATIBLE, catalog, note=f"CPU arch {guest_arch} does not match host arch")
     if guest.vendor is not None and guest.vendor != host.vendor:
         return Comparison(
             CompareResult.INCOMPATIBLE,
-            f"host CPU vendor {host.vendor or 'unknown'} does not match required CPU vendor {guest.vendor}",
+            catalog,
+            note=f"host CPU vendor {host.vendor or 'unknown'} does not match required CPU vendor {guest.vendor}",
         )
     host_all = host.all
     forbidden = guest.forbid & host_all
     if forbidden:
-        names = catalog.names(forbidden)
-        return Comparison(
-            CompareResult.INCOMPATIBLE,
-            f"host CPU provides forbidden features: {', '.join(names)}",
-            forbidden_features=names,
-        )
+        return Comparison(CompareResult.INCOMPATIBLE, catalog, forbidden_bits=forbidden)
     required = guest.required_with_model & ~(guest.force | guest.optional | guest.disable)
     missing = required & ~host_all
     extra = host_all & ~(guest.optional | required | guest.disable | guest.force)
-    extra_names = catalog.names(extra)
     if missing:
-        names = catalog.names(missing)
-        return Comparison(
-            CompareResult.INCOMPATIBLE,
-            f"host CPU does not provide required features: {', '.join(names)}",
-            missing_features=names,
-            extra_features=extra_names,
-        )
+        return Comparison(CompareResult.INCOMPATIBLE, catalog, missing_bits=missing, extra_bits=extra)
     if not extra:
-        return Comparison(CompareResult.IDENTICAL, "host CPU provides exactly the guest CPU's features")
+        return Comparison(CompareResult.IDENTICAL, catalog)
     if strict:
-        return Comparison(
-            CompareResult.INCOMPATIBLE,
-            f"host CPU does not strictly match guest CPU: extra features: {', '.join(extra_names)}",
-            extra_features=extra_names,
-        )
-    return Comparison(
-        CompareResult.SUPERSET,
-        f"host CPU provides every guest feature and {len(extra_names)} more",
-        extra_features=extra_names,
-    )
+        return Comparison(CompareResult.INCOMPATIBLE, catalog, extra_bits=extra)
+    return Comparison(CompareResult.SUPERSET, catalog, extra_bits=extra)
 
 
 def compare(host: CpuDefinition, guest: CpuDefinition, catalog: Catalog) -> Comparison:

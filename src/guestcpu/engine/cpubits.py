@@ -43,7 +43,20 @@ def model_of(cpu: CpuDefinition, catalog: Catalog, where: str = "") -> CpuModel 
 
 
 def compile_cpu(cpu: CpuDefinition, catalog: Catalog, where: str = "") -> CpuBits:
-    """Compile ``cpu``; unknown models and features raise ``UnknownNameError``."""
+    """Compile ``cpu``; unknown models and features raise ``UnknownNameError``.
+
+    Results are memoised per catalog: fleets compare the same few CPUs many times.
+    """
+    cache = catalog.compiled_cache
+    found = cache.get(cpu)
+    if found is None:
+        found = _compile(cpu, catalog, where)
+        if len(cache) < 65536:
+            cache[cpu] = found
+    return found
+
+
+def _compile(cpu: CpuDefinition, catalog: Catalog, where: str) -> CpuBits:
     model = model_of(cpu, catalog, where)
     per_policy = {p: 0 for p in Policy}
     for feature in cpu.features:

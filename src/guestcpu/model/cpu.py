@@ -83,6 +83,18 @@ class CpuDefinition:
     topology: Topology | None = None
     features: tuple[FeatureRequest, ...] = ()
     extra_xml: tuple[str, ...] = field(default=(), compare=False)
+    _hash: int = field(default=0, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Definitions are dictionary keys in hot paths (the engine's compile memo):
+        # hash the fields once instead of on every look-up.
+        fields = (self.type, self.mode, self.match, self.check, self.migratable, self.arch, self.model,
+                  self.fallback, self.vendor_id, self.vendor, self.microcode, self.signature, self.topology,
+                  self.features)
+        object.__setattr__(self, "_hash", hash(fields))
+
+    def __hash__(self) -> int:
+        return self._hash
 
     def with_(self, **changes: object) -> CpuDefinition:
         return replace(self, **changes)  # type: ignore[arg-type]

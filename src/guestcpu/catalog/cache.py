@@ -1,0 +1,92 @@
+"""A per-user cache of the built catalog, so a CLI call does not re-parse ~50-130 files.
+
+The cache file is keyed by guestcpu's version and the path, size and mtime of every
+source file (built-in data, drop-ins, or a libvirt cpu_map), so any change to any of
+them builds a new one.  It lives in ``$XDG_CACHE_HOME/guestcpu/`` (``~/.cache``), is
+written atomically, and a file that cannot be read is ignored and rebuilt.
+Set ``GUESTCPU_NO_CATALOG_CACHE=1`` to bypass it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+from guestcpu import __version__
+from guestcpu.catalog.catalog import Catalog
+from guestcpu.catalog.loader import default_dropin_dirs, load_catalog
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "guestcpu"
+
+
+def _fingerprint(paths: Iterable[Path]) -> str:
+    digest = hashlib.sha256(__version__.encode())
+    for path in paths:
+        try:
+            st = path.stat()
+            digest.update(f"{path}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        except OSError:
+            digest.update(f"{path}\0absent\n".encode())
+    return digest.hexdigest()[:24]
+
+
+def _source_files(libvirt_dir: Path | None, dropin_dirs: list[Path]) -> list[Path]:
+    if libvirt_dir is not None:
+        root = libvirt_dir.resolve()
+        return [root, *sorted(root.glob("*.xml"))]
+    data = Path(__file__).parent / "data"
+    files = [data / "features.json", data / "vendors.json", *sorted((data / "models").glob("*.json"))]
+    for directory in dropin_dirs:
+        files.append(directory)
+        if directory.is_dir():
+            files.extend(sorted(p for p in directory.iterdir() if p.suffix in (".json", ".toml")))
+    return files
+
+
+def load_catalog_cached(libvirt_dir: Path | None = None, dropin_dirs: list[Path] | None = None) -> Catalog:
+    dirs = default_dropin_dirs() if dropin_dirs is None else dropin_dirs
+    if os.environ.get("GUESTCPU_NO_CATALOG_CACHE"):
+        return load_catalog(libvirt_dir, dirs)
+    key = _fingerprint(_source_files(libvirt_dir, dirs))
+    path = cache_dir() / f"catalog-{key}.pickle"
+    try:
+        with path.open("rb") as handle:
+            cached = pickle.load(handle)
+        if isinstance(cached, Catalog):
+            return cached
+    except (OSError, pickle.PickleError, EOFError, AttributeError, ValueError, TypeError):
+        pass  # absent or unreadable: rebuild below
+    catalog = load_catalog(libvirt_dir, dirs)
+    _store(path, catalog)
+    return catalog
+
+
+def _store(path: Path, catalog: Catalog) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for old in path.parent.glob("catalog-*.pickle"):
+            if old != path and old.stat().st_mtime < _now() - 7 * 86400:
+                old.unlink(missing_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".catalog-", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                pickle.dump(catalog, handle, protocol=pickle.HIGHEST_PROTOCOL)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    except OSError:
+        pass  # a read-only home is no reason to fail: the catalog is still returned
+
+
+def _now() -> float:
+    import time
+
+    return time.time()

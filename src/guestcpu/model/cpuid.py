@@ -74,8 +74,10 @@ class CpuidData:
 
     def model_name_string(self) -> str | None:
         """The brand string of leaves 0x80000002-4, if present."""
-        parts = [self.leaves.get((leaf, 0)) for leaf in (0x80000002, 0x80000003, 0x80000004)]
-        if any(p is None for p in parts):
+        max_ext = self.leaves.get((0x80000000, 0), (0, 0, 0, 0))[0]
+        if max_ext < 0x80000004:
             return None
-        raw = b"".join(v.to_bytes(4, "little") for p in parts if p for v in p)
+        # Dumps leave out all-zero leaves: a missing brand leaf is four zero registers.
+        parts = [self.leaves.get((leaf, 0), (0, 0, 0, 0)) for leaf in (0x80000002, 0x80000003, 0x80000004)]
+        raw = b"".join(v.to_bytes(4, "little") for p in parts for v in p)
         return raw.decode("ascii", errors="replace").strip("\0 ").strip() or None

@@ -100,13 +100,12 @@ def compare_cmd(ctx: click.Context, host_file: str, cpu_file: str, fail_incompat
     if as_json:
         emit_json(result.as_dict())
     else:
-        click.echo(result.result.value)
-        click.echo(f"  {result.reason}")
+        click.echo(f"{result.result.value}: {result.summary}")
         if result.missing_features:
-            click.echo(f"  missing features: {', '.join(result.missing_features)}")
+            click.echo(f"  missing: {', '.join(result.missing_features)}")
         if result.forbidden_features:
-            click.echo(f"  forbidden features present: {', '.join(result.forbidden_features)}")
-        if result.extra_features and result.result is not CompareResult.INCOMPATIBLE:
+            click.echo(f"  forbidden but present: {', '.join(result.forbidden_features)}")
+        if result.extra_features and (result.result is not CompareResult.INCOMPATIBLE or not result.missing_bits):
             click.echo(f"  extra host features: {', '.join(result.extra_features)}")
     if fail_incompatible and result.result is CompareResult.INCOMPATIBLE:
         sys.exit(EXIT_INCOMPATIBLE)

@@ -63,6 +63,19 @@ class Comparison:
             return "host CPU provides exactly the guest CPU's features"
         return f"host CPU provides every guest feature and {self.extra_bits.bit_count()} more"
 
+    @property
+    def summary(self) -> str:
+        """The reason in a few words, without the feature list."""
+        if self.note:
+            return self.note
+        if self.forbidden_bits:
+            return f"host CPU provides {self.forbidden_bits.bit_count()} forbidden feature(s)"
+        if self.missing_bits:
+            return f"host CPU lacks {self.missing_bits.bit_count()} required feature(s)"
+        if self.result is CompareResult.INCOMPATIBLE:
+            return f"match='strict' and the host has {self.extra_bits.bit_count()} extra feature(s)"
+        return self.reason
+
     def as_dict(self) -> dict[str, object]:
         return {
             "result": self.result.value,

@@ -100,3 +100,28 @@ def test_baseline_equals_virsh(
     print(f"\nvirsh cpu-baseline {' '.join(flags) or '(plain)'}: {compared - len(disagreements)}/{compared} identical")
     assert compared > 100
     assert disagreements == []
+
+
+@pytest.mark.parametrize("flags", [[], ["--features"]], ids=["plain", "features"])
+def test_cli_baseline_output_equals_virsh(
+    flags: list[str], host_cpus: dict[str, CpuDefinition], tmp_path: Path
+) -> None:
+    """The real commands on the same file print the same XML (virsh adds a blank line)."""
+    import sys
+
+    intel = [c for c in host_cpus.values() if c.vendor == "Intel"]
+    amd = [c for c in host_cpus.values() if c.vendor == "AMD"]
+    for group in (intel[:2], intel, amd[:3]):
+        path = tmp_path / "cpus.xml"
+        path.write_text("".join(format_cpu(c) for c in group))
+        assert VIRSH is not None
+        theirs = subprocess.run(
+            [VIRSH, "-c", "test:///default", "cpu-baseline", *flags, str(path)],
+            capture_output=True, text=True, timeout=60, check=True,
+        ).stdout
+        ours = subprocess.run(
+            [sys.executable, "-m", "guestcpu.cli.main", "--catalog-libvirt", str(CPU_MAP), "baseline", *flags,
+             str(path)],
+            capture_output=True, text=True, timeout=60, check=True,
+        ).stdout
+        assert ours.strip() == theirs.strip()

@@ -1,0 +1,357 @@
+"""``guestcpu caps``, ``cmdline``, ``run``, ``s390x-compare`` and ``s390x-baseline``: the QEMU backend."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import click
+
+from guestcpu.cli.common import emit_json, json_option, load_catalog_for, read_input
+from guestcpu.errors import InputError
+
+qemu_option = click.option(
+    "--qemu", "qemu", metavar="PATH", envvar="GUESTCPU_QEMU",
+    help="QEMU binary (default: qemu-system-<arch> on PATH).",
+)
+accel_option = click.option(
+    "--accel", type=click.Choice(["kvm", "tcg"]), default=None,
+    help="Accelerator (default: kvm when /dev/kvm is usable, else tcg).",
+)
+caps_option = click.option(
+    "--caps", "caps_file", metavar="FILE",
+    help="Use a captured capabilities document ('guestcpu caps --document') instead of probing.",
+)
+refresh_option = click.option("--refresh", is_flag=True, help="Probe QEMU again even if the cache is valid.")
+timeout_option = click.option(
+    "--timeout", type=click.FloatRange(min=0.1), default=15.0, show_default=True,
+    help="Seconds QEMU gets for each step (start, each query, stop).",
+)
+machine_option = click.option(
+    "--machine", metavar="TYPE", help="Machine type (default: the guest XML's, else QEMU's default, pc).",
+)
+
+
+def _warn(message: str) -> None:
+    click.echo(f"guestcpu: warning: {message}", err=True)
+
+
+@contextmanager
+def _progress(enabled: bool = True) -> Iterator[Any]:
+    """A rich progress display on stderr while probing (silent when stderr is not a terminal)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    console = Console(stderr=True)
+    if not enabled or not console.is_terminal:
+        yield None
+        return
+    with Progress(
+        TextColumn("[bold]probing QEMU[/bold] {task.description}"), BarColumn(), TimeElapsedColumn(),
+        console=console, transient=True,
+    ) as progress:
+        task = progress.add_task("", total=3)
+
+        def report(step: str, done: int, total: int) -> None:
+            progress.update(task, description=step, completed=done, total=total)
+
+        yield report
+
+
+def obtain_caps(
+    qemu: str | None, accel: str | None, *, caps_file: str | None = None, refresh: bool = False,
+    timeout: float = 15.0, arch: str = "x86_64",
+) -> tuple[Any, str]:
+    """(QemuCaps, where they came from) for the CLI: a document, the cache, or a probe."""
+    if caps_file is not None:
+        from guestcpu.qemu.cache import read_caps_file
+
+        caps = read_caps_file(caps_file)
+        if accel is not None and caps.accel != accel:
+            raise InputError(f"{caps_file} describes accelerator {caps.accel}, not {accel}; drop --accel or "
+                             "pass a document captured with it")
+        return caps, f"document {caps_file}"
+    from guestcpu.qemu.cache import load_caps
+    from guestcpu.qemu.probe import default_accel
+
+    with _progress() as report:
+        result = load_caps(qemu, accel or default_accel(), arch=arch, refresh=refresh, timeout=timeout,
+                           progress=report, warn=_warn)
+    return result.caps, f"cache {result.path} ({result.status})"
+
+
+def _cpu_features_json(cpu: Any) -> list[dict[str, str]]:
+    return [{"name": f.name, "policy": f.policy.value if f.policy else "require"} for f in cpu.features]
+
+
+def caps_json(caps: Any, catalog: Any, source: str) -> dict[str, Any]:
+    from guestcpu.formats.libvirt_xml import format_cpu
+    from guestcpu.qemu.hypervisor import expansion_bits, host_model, model_blockers
+
+    host: dict[str, Any] | None = None
+    unknown_props: list[str] = []
+    if caps.host_static is not None:
+        decoded = host_model(caps, catalog)
+        _, unknown_props = expansion_bits(caps.host_static, catalog)
+        host = {
+            "model": decoded.cpu.model,
+            "vendor": decoded.cpu.vendor,
+            "features": _cpu_features_json(decoded.cpu),
+            "xml": format_cpu(decoded.cpu),
+            "from": f"{caps.host_model_name} expansion",
+            "qemu_vendor": caps.host_static.get("vendor"),
+            "qemu_signature": [caps.host_static.get(k) for k in ("family", "model", "stepping")],
+            "qemu_model_id": caps.host_static.get("model-id"),
+            "non_migratable": list(caps.non_migratable),
+        }
+    models = []
+    for entry in caps.models:
+        known, unknown = model_blockers(caps, catalog, entry.name)
+        models.append({
+            "name": entry.name,
+            "usable": entry.usable,
+            "blockers": known,
+            "unknown_blockers": unknown,
+            "qemu_blockers": list(entry.blockers),
+            "alias_of": entry.alias_of,
+            "deprecated": entry.deprecated,
+            "in_catalog": catalog.has_model(entry.name),
+        })
+    return {
+        "accel": caps.accel,
+        "arch": caps.arch,
+        "qemu": caps.binary,
+        "qemu_version": caps.qemu_version,
+        "package": caps.package,
+        "source": source,
+        "probe_seconds": caps.probe_seconds,
+        "host_model": host,
+        "unknown_props": sorted(unknown_props),
+        "models": models,
+        "machines": [
+            {
+                "name": m.name, "alias": m.alias, "default": m.is_default, "default_cpu": m.default_cpu,
+                "resolves": m.resolves, "deprecated": m.deprecated,
+            }
+            for m in caps.machines
+        ],
+    }
+
+
+def _print_caps(data: dict[str, Any], show_all: bool) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(highlight=False, soft_wrap=True)
+    console.print(f"[bold]QEMU[/bold] {data['qemu']} {data['qemu_version']} ({data['package']}), "
+                  f"accel [bold]{data['accel']}[/bold]  [dim]{data['source']}[/dim]")
+    host = data["host_model"]
+    if host:
+        req = [f["name"] for f in host["features"] if f["policy"] == "require"]
+        dis = [f["name"] for f in host["features"] if f["policy"] == "disable"]
+        console.print(f"[bold]host-model[/bold]: {host['model']} ({host['vendor']}) "
+                      f"from QEMU's {host['from']}: {host['qemu_vendor']} {host['qemu_model_id']!r}")
+        if req:
+            console.print(f"  + {' '.join(req)}")
+        if dis:
+            console.print(f"  - {' '.join(dis)}")
+    if data["unknown_props"]:
+        console.print(f"[yellow]QEMU properties the catalog does not know[/yellow]: {' '.join(data['unknown_props'])}")
+    models = data["models"]
+    usable = sum(1 for m in models if m["usable"])
+    table = Table(title=f"CPU models: {usable} of {len(models)} usable", title_justify="left")
+    table.add_column("model")
+    table.add_column("usable")
+    table.add_column("alias of")
+    table.add_column("blockers")
+    for m in models:
+        if not show_all and m["alias_of"] and not m["usable"]:
+            continue
+        blockers = m["blockers"] + [f"{b}?" for b in m["unknown_blockers"]]
+        shown = ", ".join(blockers[:12]) + (f" … (+{len(blockers) - 12})" if len(blockers) > 12 else "")
+        table.add_row(
+            m["name"] + (" [dim](deprecated)[/dim]" if m["deprecated"] else ""),
+            "[green]yes[/green]" if m["usable"] else "[red]no[/red]",
+            m["alias_of"] or "",
+            shown,
+        )
+    console.print(table)
+    default = next((m for m in data["machines"] if m["default"]), None)
+    by_rule: dict[str, int] = {}
+    for m in data["machines"]:
+        by_rule[m["resolves"]] = by_rule.get(m["resolves"], 0) + 1
+    console.print(
+        f"machines: {len(data['machines'])} (default {default['name'] if default else '-'}"
+        f"{' = ' + default['alias'] if default and default['alias'] else ''}, CPU "
+        f"{default['default_cpu'] if default else '-'}); bare model names resolve to "
+        + ", ".join(f"{rule} on {n}" for rule, n in sorted(by_rule.items()))
+    )
+
+
+@click.command("caps")
+@qemu_option
+@accel_option
+@refresh_option
+@timeout_option
+@click.option("--document", is_flag=True, help="Print the raw capabilities document (for --caps FILE elsewhere).")
+@click.option("--all", "show_all", is_flag=True, help="Also list unusable aliases in the table.")
+@json_option
+@click.pass_context
+def caps_cmd(
+    ctx: click.Context, qemu: str | None, accel: str | None, refresh: bool, timeout: float, document: bool,
+    show_all: bool, as_json: bool,
+) -> None:
+    """What QEMU can give a guest here: host-model, every model with its blockers, machine types."""
+    caps, source = obtain_caps(qemu, accel, refresh=refresh, timeout=timeout)
+    if document:
+        from guestcpu.qemu.caps import to_document
+
+        emit_json(to_document(caps))
+        return
+    catalog = load_catalog_for(ctx)
+    data = caps_json(caps, catalog, source)
+    if as_json:
+        emit_json(data)
+    else:
+        _print_caps(data, show_all)
+
+
+def _guest_and_machine(path: str) -> tuple[Any, str | None]:
+    from guestcpu.formats.libvirt_xml import parse_cpu
+    from guestcpu.formats.xmlsafe import parse_xml_bytes
+
+    data = read_input(path)
+    source = "standard input" if path == "-" else path
+    cpu = parse_cpu(data, source)
+    machine = None
+    root = parse_xml_bytes(data, source)
+    if root.tag == "domain":
+        node = root.find("os/type")
+        if node is not None:
+            machine = node.get("machine")
+    return cpu, machine
+
+
+@click.command("cmdline")
+@click.argument("guest_file", metavar="GUEST.xml")
+@qemu_option
+@accel_option
+@machine_option
+@caps_option
+@refresh_option
+@timeout_option
+@json_option
+@click.pass_context
+def cmdline_cmd(
+    ctx: click.Context, guest_file: str, qemu: str | None, accel: str | None, machine: str | None,
+    caps_file: str | None, refresh: bool, timeout: float, as_json: bool,
+) -> None:
+    """The -cpu argument that gives exactly this guest CPU on this QEMU."""
+    from guestcpu.formats.libvirt_xml import format_cpu
+    from guestcpu.qemu.verify import plan_run
+
+    guest, xml_machine = _guest_and_machine(guest_file)
+    caps, _ = obtain_caps(qemu, accel, caps_file=caps_file, refresh=refresh, timeout=timeout)
+    catalog = load_catalog_for(ctx)
+    plan = plan_run(guest, caps, catalog, machine=machine or xml_machine)
+    if as_json:
+        data = plan.cpu_args.as_dict()
+        data.update(accel=caps.accel, machine=plan.machine, resolution=plan.effective.resolution,
+                    explicit_cpu=format_cpu(plan.effective.cpu), features=catalog.names(plan.effective.features))
+        emit_json(data)
+        return
+    click.echo(shlex.join(plan.cpu_args.argv))
+    for note in plan.cpu_args.notes:
+        click.echo(f"# {note}", err=True)
+
+
+@click.command("run", context_settings={"ignore_unknown_options": True})
+@click.argument("guest_file", metavar="GUEST.xml")
+@click.argument("qemu_args", nargs=-1, type=click.UNPROCESSED, metavar="[-- QEMU-ARGS...]")
+@qemu_option
+@accel_option
+@machine_option
+@caps_option
+@refresh_option
+@timeout_option
+@click.option("--verify-only", is_flag=True, help="Stop QEMU once the CPU is verified (exit 0).")
+@click.option("--dry-run", is_flag=True, help="Print the QEMU command line; do not start QEMU.")
+@json_option
+@click.pass_context
+def run_cmd(
+    ctx: click.Context, guest_file: str, qemu_args: tuple[str, ...], qemu: str | None, accel: str | None,
+    machine: str | None, caps_file: str | None, refresh: bool, timeout: float, verify_only: bool, dry_run: bool,
+    as_json: bool,
+) -> None:
+    """Start QEMU paused, verify the vCPU is exactly the guest CPU, then run it (or stop: --verify-only).
+
+    check='full' (the default): any missing or extra feature stops QEMU, exit status 2.
+    check='partial': judged against QEMU's capabilities before launch.  check='none': warn only.
+    """
+    from guestcpu.qemu.verify import RunOutcome, run_guest
+
+    guest, xml_machine = _guest_and_machine(guest_file)
+    caps, _ = obtain_caps(qemu, accel, caps_file=caps_file, refresh=refresh, timeout=timeout)
+    catalog = load_catalog_for(ctx)
+
+    def started(outcome: RunOutcome) -> None:
+        if not as_json:
+            click.echo(f"guestcpu: CPU verified ({outcome.effective.qemu_model}); guest running, "
+                       "Ctrl-C stops it", err=True)
+
+    outcome = run_guest(guest, caps, catalog, machine=machine or xml_machine, verify_only=verify_only,
+                        dry_run=dry_run, extra_args=qemu_args, timeout=timeout, on_started=started)
+    for warning in outcome.warnings:
+        _warn(warning)
+    if as_json:
+        emit_json(outcome.as_dict())
+    elif dry_run:
+        click.echo(shlex.join(outcome.argv))
+    elif verify_only:
+        state = "verified" if outcome.verified else "NOT verified (check='none')"
+        click.echo(f"guest CPU {state}: {outcome.effective.qemu_model} under {caps.accel} "
+                   f"({shlex.join(outcome.cpu_args.argv)})")
+    if outcome.exit_status:
+        sys.exit(outcome.exit_status)
+
+
+# -- s390x -----------------------------------------------------------------------------
+@click.command("s390x-compare")
+@click.argument("model_a", metavar="CPU")
+@click.argument("model_b", metavar="[OTHER]", required=False)
+@qemu_option
+@timeout_option
+@json_option
+def s390x_compare_cmd(model_a: str, model_b: str | None, qemu: str | None, timeout: float, as_json: bool) -> None:
+    """Compare two s390x CPU models with QEMU's query-cpu-model-comparison (default OTHER: what QEMU offers).
+
+    A CPU is 'z14', 'z14,vx=off,+msa8', or a file with a libvirt <cpu>.
+    """
+    from guestcpu.qemu.s390x import compare_models, parse_model_spec
+
+    result = compare_models(parse_model_spec(model_a), parse_model_spec(model_b) if model_b else None,
+                            binary=qemu, timeout=timeout)
+    if as_json:
+        emit_json(result.as_dict())
+        return
+    props = ", ".join(result.responsible_properties)
+    click.echo(f"{result.result}" + (f": {props}" if props else ""))
+
+
+@click.command("s390x-baseline")
+@click.argument("models", metavar="CPU...", nargs=-1, required=True)
+@qemu_option
+@timeout_option
+@json_option
+def s390x_baseline_cmd(models: tuple[str, ...], qemu: str | None, timeout: float, as_json: bool) -> None:
+    """The s390x CPU model every given CPU can run, from QEMU's query-cpu-model-baseline."""
+    from guestcpu.qemu.s390x import baseline_models, parse_model_spec
+
+    result = baseline_models([parse_model_spec(m) for m in models], binary=qemu, timeout=timeout)
+    if as_json:
+        emit_json(result.as_dict())
+        return
+    click.echo(result.spec)

@@ -1,0 +1,405 @@
+"""What one QEMU binary can give a guest under one accelerator (a pure value type).
+
+``QemuCaps`` is built from parsed QMP replies (``caps_from_replies``) and stored as a
+versioned JSON document (``to_document`` / ``caps_from_document``).  It keeps QEMU's
+own property names; mapping them onto catalog features happens where it is used
+(``hypervisor``), so a capabilities document stays valid whatever the catalog.
+
+Expansions are stored compactly: the properties that are ``true`` plus every
+non-boolean property (a missing boolean is false).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from guestcpu.errors import InputError
+
+SCHEMA = "guestcpu/qemu-caps"
+SCHEMA_VERSION = 1
+
+#: How a machine type resolves an unversioned model name (QEMU's default_cpu_version).
+RESOLVE_V1 = "v1"
+RESOLVE_LEGACY = "legacy"
+RESOLVE_LATEST = "latest"
+
+_VERSIONED = re.compile(r"^(?P<base>.+)-v(?P<version>\d+)$")
+_PC_MACHINE = re.compile(r"^pc-(?:i440fx|q35)-(?P<major>\d+)\.(?P<minor>\d+)")
+
+
+@dataclass(frozen=True)
+class Expansion:
+    """A ``query-cpu-model-expansion`` result: model name and compact props."""
+
+    name: str
+    props: Mapping[str, Any]
+
+    @property
+    def enabled(self) -> list[str]:
+        return [k for k, v in self.props.items() if v is True]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.props.get(key, default)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "props": dict(self.props)}
+
+    @classmethod
+    def from_reply(cls, reply: Any, what: str = "expansion") -> Expansion:
+        model = reply.get("model") if isinstance(reply, dict) else None
+        if not isinstance(model, dict) or not isinstance(model.get("props", {}), dict):
+            raise InputError(f"{what}: not a query-cpu-model-expansion reply (no model/props)")
+        return cls(str(model.get("name", "?")), compact_props(model.get("props", {})))
+
+
+def compact_props(props: Mapping[str, Any]) -> dict[str, Any]:
+    """Drop false booleans (absent means false); keep everything else, sorted."""
+    return {k: props[k] for k in sorted(props) if props[k] is not False}
+
+
+@dataclass(frozen=True)
+class ModelCaps:
+    name: str
+    usable: bool
+    #: ``unavailable-features`` in QEMU's spelling, de-duplicated, QEMU's order
+    blockers: tuple[str, ...]
+    alias_of: str | None = None
+    deprecated: bool = False
+    typename: str | None = None
+    static: bool = False
+    migration_safe: bool = True
+    #: static expansion of the model under this accelerator
+    expansion: Expansion | None = None
+
+
+@dataclass(frozen=True)
+class MachineCaps:
+    name: str
+    alias: str | None = None
+    is_default: bool = False
+    default_cpu_type: str | None = None
+    deprecated: bool = False
+    cpu_max: int | None = None
+    #: RESOLVE_V1 / RESOLVE_LEGACY / RESOLVE_LATEST
+    resolves: str = RESOLVE_V1
+
+    @property
+    def default_cpu(self) -> str | None:
+        """The default CPU model name (``qemu64-x86_64-cpu`` -> ``qemu64``)."""
+        if not self.default_cpu_type:
+            return None
+        for suffix in ("-x86_64-cpu", "-i386-cpu", "-s390x-cpu"):
+            if self.default_cpu_type.endswith(suffix):
+                return self.default_cpu_type[: -len(suffix)]
+        return self.default_cpu_type
+
+
+@dataclass(frozen=True)
+class QemuCaps:
+    arch: str
+    accel: str
+    binary: str
+    qemu_version: str
+    package: str
+    machines: tuple[MachineCaps, ...]
+    models: tuple[ModelCaps, ...]
+    #: static expansion of ``host`` (KVM) or ``max`` (TCG), migratable features only
+    host_static: Expansion | None
+    #: full expansion of the same (level, xlevel, phys-bits … and every alias name)
+    host_full: Expansion | None
+    #: properties only the ``migratable=false`` expansion turns on (invtsc …)
+    non_migratable: tuple[str, ...] = ()
+    #: every boolean property name the static expansion knows (QEMU's feature names)
+    known_props: frozenset[str] = frozenset()
+    #: the host facts the probe ran with (what the cache is keyed on)
+    fingerprint: Mapping[str, Any] = field(default_factory=dict)
+    probed_at: float = 0.0
+    probe_seconds: float = 0.0
+    _by_name: dict[str, ModelCaps] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        for model in self.models:
+            self._by_name[model.name] = model
+
+    # -- look-ups -----------------------------------------------------------------
+    def model(self, name: str) -> ModelCaps | None:
+        return self._by_name.get(name)
+
+    def has_model(self, name: str) -> bool:
+        return name in self._by_name
+
+    def model_names(self) -> list[str]:
+        return [m.name for m in self.models]
+
+    def machine(self, name: str) -> MachineCaps | None:
+        for machine in self.machines:
+            if name in (machine.name, machine.alias):
+                return machine
+        return None
+
+    def default_machine(self) -> MachineCaps | None:
+        return next((m for m in self.machines if m.is_default), None)
+
+    def latest_versions(self) -> dict[str, str]:
+        """Unversioned name -> its newest ``-vN`` (what a ``latest`` machine resolves to)."""
+        newest: dict[str, tuple[int, str]] = {}
+        for name in self._by_name:
+            match = _VERSIONED.match(name)
+            if match:
+                base, version = match["base"], int(match["version"])
+                if base not in newest or newest[base][0] < version:
+                    newest[base] = (version, name)
+        return {base: name for base, (_, name) in newest.items()}
+
+    def resolve(self, name: str, machine: str | None = None) -> tuple[str, str]:
+        """The versioned model QEMU runs for ``name`` on ``machine``, and how it was resolved.
+
+        Returns ``(versioned name, rule)``; ``rule`` is ``versioned`` (already -vN or no
+        alias), ``alias`` (a fixed alias such as ``Skylake-Client-IBRS``), ``v1``,
+        ``latest`` or ``legacy`` (pc <= 4.0: the unversioned definition, v1's content).
+        """
+        entry = self._by_name.get(name)
+        if entry is None or entry.alias_of is None:
+            return name, "versioned"
+        match = _VERSIONED.match(entry.alias_of)
+        fixed = match is None or match["base"] != name
+        if fixed:
+            return entry.alias_of, "alias"
+        how = RESOLVE_V1
+        if machine is not None:
+            found = self.machine(machine)
+            how = found.resolves if found else machine_resolution(machine)
+        if how == RESOLVE_LATEST:
+            return self.latest_versions().get(name, entry.alias_of), RESOLVE_LATEST
+        return entry.alias_of, how
+
+    @property
+    def host_model_name(self) -> str:
+        return "host" if self.accel == "kvm" else "max"
+
+
+def machine_resolution(name: str) -> str:
+    """QEMU 4.1+'s rule: pc <= 4.0 and isapc are legacy, microvm is latest, the rest v1."""
+    if name == "isapc":
+        return RESOLVE_LEGACY
+    if name == "microvm":
+        return RESOLVE_LATEST
+    match = _PC_MACHINE.match(name)
+    if match and (int(match["major"]), int(match["minor"])) < (4, 1):
+        return RESOLVE_LEGACY
+    return RESOLVE_V1
+
+
+# -- building from replies (pure) ---------------------------------------------------
+def dedup(names: Any) -> tuple[str, ...]:
+    seen: list[str] = []
+    for name in names or ():
+        if isinstance(name, str) and name not in seen:
+            seen.append(name)
+    return tuple(seen)
+
+
+def machines_from_reply(reply: Any) -> tuple[MachineCaps, ...]:
+    if not isinstance(reply, list):
+        raise InputError("query-machines: expected a list")
+    result = []
+    for entry in reply:
+        name = entry["name"]
+        result.append(
+            MachineCaps(
+                name=name,
+                alias=entry.get("alias"),
+                is_default=bool(entry.get("is-default", False)),
+                default_cpu_type=entry.get("default-cpu-type"),
+                deprecated=bool(entry.get("deprecated", False)),
+                cpu_max=entry.get("cpu-max"),
+                resolves=machine_resolution(name),
+            )
+        )
+    return tuple(sorted(result, key=lambda m: m.name))
+
+
+def models_from_reply(reply: Any, expansions: Mapping[str, Expansion] | None = None) -> tuple[ModelCaps, ...]:
+    if not isinstance(reply, list):
+        raise InputError("query-cpu-definitions: expected a list")
+    expansions = expansions or {}
+    result = []
+    for entry in reply:
+        if not isinstance(entry, dict) or "name" not in entry:
+            raise InputError("query-cpu-definitions: a CPU definition has no name")
+        blockers = dedup(entry.get("unavailable-features", []))
+        result.append(
+            ModelCaps(
+                name=entry["name"],
+                usable=not blockers,
+                blockers=blockers,
+                alias_of=entry.get("alias-of"),
+                deprecated=bool(entry.get("deprecated", False)),
+                typename=entry.get("typename"),
+                static=bool(entry.get("static", False)),
+                migration_safe=bool(entry.get("migration-safe", True)),
+                expansion=expansions.get(entry["name"]),
+            )
+        )
+    return tuple(result)
+
+
+def version_string(reply: Any) -> tuple[str, str]:
+    qemu = reply.get("qemu", {}) if isinstance(reply, dict) else {}
+    version = f"{qemu.get('major', 0)}.{qemu.get('minor', 0)}.{qemu.get('micro', 0)}"
+    return version, str(reply.get("package", "")) if isinstance(reply, dict) else ""
+
+
+def caps_from_replies(
+    *,
+    arch: str,
+    accel: str,
+    binary: str,
+    version: Any,
+    machines: Any,
+    definitions: Any,
+    host_static: Any | None,
+    host_full: Any | None,
+    host_static_nonmigratable: Any | None,
+    model_expansions: Mapping[str, Any],
+    fingerprint: Mapping[str, Any] | None = None,
+    probed_at: float = 0.0,
+    probe_seconds: float = 0.0,
+) -> QemuCaps:
+    """Assemble capabilities from the QMP ``return`` values of a probe."""
+    qemu_version, package = version_string(version)
+    expansions = {name: Expansion.from_reply(r, f"expansion of {name}") for name, r in model_expansions.items()}
+    static = Expansion.from_reply(host_static, "host expansion") if host_static is not None else None
+    full = Expansion.from_reply(host_full, "host full expansion") if host_full is not None else None
+    non_migratable: tuple[str, ...] = ()
+    known: set[str] = set()
+    if host_static_nonmigratable is not None and static is not None:
+        nm = Expansion.from_reply(host_static_nonmigratable, "host expansion (migratable=off)")
+        non_migratable = tuple(sorted(set(nm.enabled) - set(static.enabled)))
+    if host_static is not None:
+        raw = host_static.get("model", {}).get("props", {})
+        known = {k for k, v in raw.items() if isinstance(v, bool)}
+    return QemuCaps(
+        arch=arch,
+        accel=accel,
+        binary=binary,
+        qemu_version=qemu_version,
+        package=package,
+        machines=machines_from_reply(machines) if machines is not None else (),
+        models=models_from_reply(definitions, expansions),
+        host_static=static,
+        host_full=full,
+        non_migratable=non_migratable,
+        known_props=frozenset(known),
+        fingerprint=dict(fingerprint or {}),
+        probed_at=probed_at,
+        probe_seconds=probe_seconds,
+    )
+
+
+# -- the JSON document --------------------------------------------------------------
+def to_document(caps: QemuCaps) -> dict[str, Any]:
+    return {
+        "schema": SCHEMA,
+        "schema_version": SCHEMA_VERSION,
+        "arch": caps.arch,
+        "accel": caps.accel,
+        "binary": caps.binary,
+        "qemu_version": caps.qemu_version,
+        "package": caps.package,
+        "probed_at": caps.probed_at,
+        "probe_seconds": caps.probe_seconds,
+        "fingerprint": dict(caps.fingerprint),
+        "host_static": caps.host_static.to_json() if caps.host_static else None,
+        "host_full": caps.host_full.to_json() if caps.host_full else None,
+        "non_migratable": list(caps.non_migratable),
+        "known_props": sorted(caps.known_props),
+        "machines": [
+            {
+                "name": m.name,
+                "alias": m.alias,
+                "is_default": m.is_default,
+                "default_cpu_type": m.default_cpu_type,
+                "deprecated": m.deprecated,
+                "cpu_max": m.cpu_max,
+                "resolves": m.resolves,
+            }
+            for m in caps.machines
+        ],
+        "models": [
+            {
+                "name": m.name,
+                "usable": m.usable,
+                "blockers": list(m.blockers),
+                "alias_of": m.alias_of,
+                "deprecated": m.deprecated,
+                "typename": m.typename,
+                "static": m.static,
+                "migration_safe": m.migration_safe,
+                "expansion": m.expansion.to_json() if m.expansion else None,
+            }
+            for m in caps.models
+        ],
+    }
+
+
+def _expansion(doc: Any) -> Expansion | None:
+    if doc is None:
+        return None
+    return Expansion(str(doc["name"]), dict(doc["props"]))
+
+
+def caps_from_document(doc: Any, source: str = "capabilities document") -> QemuCaps:
+    """Read a document written by ``to_document``; a wrong schema or shape is an InputError."""
+    if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
+        raise InputError(f"{source} is not a guestcpu QEMU capabilities document (schema {SCHEMA!r} expected)")
+    if doc.get("schema_version") != SCHEMA_VERSION:
+        raise InputError(
+            f"{source} has schema version {doc.get('schema_version')!r}; this guestcpu reads version {SCHEMA_VERSION}"
+        )
+    try:
+        return QemuCaps(
+            arch=str(doc["arch"]),
+            accel=str(doc["accel"]),
+            binary=str(doc["binary"]),
+            qemu_version=str(doc["qemu_version"]),
+            package=str(doc.get("package", "")),
+            machines=tuple(
+                MachineCaps(
+                    name=m["name"],
+                    alias=m.get("alias"),
+                    is_default=bool(m.get("is_default")),
+                    default_cpu_type=m.get("default_cpu_type"),
+                    deprecated=bool(m.get("deprecated")),
+                    cpu_max=m.get("cpu_max"),
+                    resolves=m.get("resolves", RESOLVE_V1),
+                )
+                for m in doc["machines"]
+            ),
+            models=tuple(
+                ModelCaps(
+                    name=m["name"],
+                    usable=bool(m["usable"]),
+                    blockers=tuple(m["blockers"]),
+                    alias_of=m.get("alias_of"),
+                    deprecated=bool(m.get("deprecated")),
+                    typename=m.get("typename"),
+                    static=bool(m.get("static")),
+                    migration_safe=bool(m.get("migration_safe", True)),
+                    expansion=_expansion(m.get("expansion")),
+                )
+                for m in doc["models"]
+            ),
+            host_static=_expansion(doc.get("host_static")),
+            host_full=_expansion(doc.get("host_full")),
+            non_migratable=tuple(doc.get("non_migratable", ())),
+            known_props=frozenset(doc.get("known_props", ())),
+            fingerprint=dict(doc.get("fingerprint", {})),
+            probed_at=float(doc.get("probed_at", 0.0)),
+            probe_seconds=float(doc.get("probe_seconds", 0.0)),
+        )
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise InputError(f"{source} is damaged: {type(exc).__name__} {exc}") from None

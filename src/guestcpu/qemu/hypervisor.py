@@ -1,0 +1,498 @@
+"""What a guest CPU means on one QEMU, and hypervisor-aware compare and baseline (pure).
+
+Everything here works on a ``QemuCaps`` (probed or read from a document) and the
+catalog; no I/O.  The rule throughout: *QEMU's own expansion is the truth* for what a
+model name gives under an accelerator (the catalog's definitions can disagree with a
+given QEMU, and QEMU adds features on its own: ``hypervisor``, ``x2apic`` and the KVM
+defaults).  A guest's explicit feature requests are applied on top of that.
+
+* ``effective_cpu``: the exact feature set a guest CPU gets on this QEMU (``E``), the
+  versioned model QEMU will run, and a fully explicit ``CpuDefinition`` of it;
+* ``host_model``: the host-model decoded from QEMU's ``host`` (KVM) or ``max`` (TCG)
+  expansion, restricted to the models this QEMU has;
+* ``hypervisor_compare``: can this QEMU give the guest CPU (identical / superset /
+  incompatible, naming the features);
+* ``hypervisor_baseline``: the best CPU every input can run that this QEMU can start:
+  every feature it requires is in QEMU's offer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+
+from guestcpu.catalog.catalog import Catalog
+from guestcpu.engine.baseline import BaselineResult, baseline
+from guestcpu.engine.compare import CompareResult, Comparison
+from guestcpu.engine.decode import CpuFacts, DecodeResult, decode
+from guestcpu.engine.expand import update_feature
+from guestcpu.errors import GuestCpuError, InputError, UnknownNameError
+from guestcpu.model.cpu import CpuDefinition, CpuType, Fallback, FeatureRequest, Match, Mode, Policy
+from guestcpu.model.cpuid import Signature
+from guestcpu.model.cpumodel import CpuidIdentity, CpuModel
+from guestcpu.model.features import iter_bits
+from guestcpu.qemu.caps import Expansion, QemuCaps
+
+#: QEMU models that are not CPU definitions a guest can be pinned to.
+SPECIAL_MODELS = frozenset({"host", "max", "base"})
+#: Model families with their own cache topology (legacy-cache=off); ``base`` cannot express them.
+OWN_CACHE_FAMILIES = ("Dhyana", "EPYC")
+
+
+class NotExpressibleError(GuestCpuError):
+    """A CPU that this QEMU cannot be asked for."""
+
+
+# -- features of expansions ---------------------------------------------------------
+def expansion_bits(expansion: Expansion | None, catalog: Catalog) -> tuple[int, list[str]]:
+    """(catalog feature bits that are on, true boolean props the catalog does not know)."""
+    if expansion is None:
+        return 0, []
+    bits = 0
+    unknown: list[str] = []
+    from guestcpu.formats.qemu_json import NON_FEATURE_PROPS
+
+    for key, value in expansion.props.items():
+        if value is not True or key in NON_FEATURE_PROPS:
+            continue
+        if catalog.has_feature(key):
+            bits |= 1 << catalog.feature(key).index
+        else:
+            unknown.append(key)
+    return bits, unknown
+
+
+def offered_bits(caps: QemuCaps, catalog: Catalog, *, migratable: bool = False) -> int:
+    """Every catalog feature this QEMU can give a guest under its accelerator.
+
+    QEMU's own filtering does not apply the migratable mask, so by default the
+    non-migratable features (``invtsc``) count as offered; ``migratable=True`` leaves
+    them out (what a migratable guest may use).
+    """
+    bits, _ = expansion_bits(caps.host_static, catalog)
+    if not migratable:
+        for name in caps.non_migratable:
+            if catalog.has_feature(name):
+                bits |= 1 << catalog.feature(name).index
+    return bits
+
+
+def known_bits(caps: QemuCaps, catalog: Catalog) -> int:
+    """Catalog features this QEMU has a property for (it can be asked for them at all)."""
+    bits = 0
+    for name in caps.known_props:
+        if catalog.has_feature(name):
+            bits |= 1 << catalog.feature(name).index
+    return bits
+
+
+def model_blockers(caps: QemuCaps, catalog: Catalog, name: str) -> tuple[list[str], list[str]]:
+    """QEMU's blockers of ``name`` as (catalog names, names the catalog does not know)."""
+    entry = caps.model(name)
+    known: list[str] = []
+    unknown: list[str] = []
+    for blocker in entry.blockers if entry else ():
+        if catalog.has_feature(blocker):
+            canonical = catalog.feature(blocker).name
+            if canonical not in known:
+                known.append(canonical)
+        else:
+            unknown.append(blocker)
+    return known, unknown
+
+
+def qemu_models(caps: QemuCaps, catalog: Catalog) -> dict[str, tuple[str, ...]]:
+    """Models both QEMU and the catalog know, with QEMU's blockers (the engine's ``models``)."""
+    result: dict[str, tuple[str, ...]] = {}
+    for entry in caps.models:
+        if entry.name in SPECIAL_MODELS or not catalog.has_model(entry.name):
+            continue
+        result[entry.name] = tuple(model_blockers(caps, catalog, entry.name)[0])
+    return result
+
+
+# -- host-model -----------------------------------------------------------------------
+def host_facts(caps: QemuCaps, catalog: Catalog, *, migratable: bool = True) -> CpuFacts:
+    bits = offered_bits(caps, catalog, migratable=migratable)
+    expansion = caps.host_static
+    vendor_string = expansion.get("vendor") if expansion else None
+    vendor = catalog.vendor_by_string(vendor_string) if isinstance(vendor_string, str) else None
+    signature = 0
+    if expansion is not None and isinstance(expansion.get("family"), int) and isinstance(expansion.get("model"), int):
+        signature = Signature(expansion.get("family"), expansion.get("model"), expansion.get("stepping", 0)).to_eax()
+    return CpuFacts(bits, vendor.name if vendor else None, signature)
+
+
+def host_model(caps: QemuCaps, catalog: Catalog, *, migratable: bool = True) -> DecodeResult:
+    """The host-model: QEMU's host/max expansion decoded to the nearest model it has.
+
+    Under KVM this is what this host can give; under TCG it depends on QEMU only.
+    ``migratable=False`` keeps non-migratable features (``invtsc``).
+    """
+    if caps.host_static is None:
+        raise InputError(f"the capabilities of {caps.binary} ({caps.accel}) have no {caps.host_model_name} expansion")
+    return decode(
+        host_facts(caps, catalog, migratable=migratable),
+        catalog,
+        CpuType.GUEST,
+        models=qemu_models(caps, catalog),
+        migratable=migratable,
+    )
+
+
+# -- effective CPU ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class EffectiveCpu:
+    """A guest CPU made exact for one QEMU and accelerator."""
+
+    #: what QEMU is asked for: a versioned model, ``base``, ``host`` or ``max``
+    qemu_model: str
+    #: how a bare name was resolved: versioned / alias / v1 / latest / legacy / base / passthrough
+    resolution: str
+    #: the features the guest must get (catalog bits)
+    features: int
+    #: QEMU's own expansion of ``qemu_model`` (catalog bits)
+    qemu_features: int
+    #: explicit form: model + every deviation from catalog and QEMU, vendor, check
+    cpu: CpuDefinition
+    #: CPUID vendor string the guest must see (None: not pinned)
+    vendor_string: str | None
+    #: the catalog model (identity for the ``base`` form)
+    catalog_model: str | None
+    #: true props of QEMU's expansion the catalog has no feature for (kvmclock …)
+    qemu_only_props: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+    check_name: str = "full"
+    #: CPUID identity for the ``base`` form (level/xlevel 0: left to QEMU's minimum)
+    base_identity: CpuidIdentity | None = None
+    extra: dict[str, object] = field(default_factory=dict, compare=False)
+
+
+def base_identity_for(model: CpuModel, catalog: Catalog, caps: QemuCaps) -> tuple[CpuidIdentity, str]:
+    """The CPUID identity to put on ``base`` for ``model``, and a note when it is borrowed."""
+    if model.identity is not None:
+        return model.identity, ""
+    signature = model.signatures[0] if model.signatures else None
+    earlier = [m for m in catalog.versions(model.family) if m.identity is not None and m.name != model.name]
+    if earlier:
+        lower = [m for m in earlier if (m.version or 0) < (model.version or 0)] or earlier
+        source = lower[-1]
+        assert source.identity is not None
+        identity = source.identity
+        if signature is not None:
+            identity = replace(identity, family=signature.family, model=signature.model)
+        return identity, (
+            f"{model.name} has no CPUID identity in the catalog; level, xlevel and model-id of {source.name}"
+        )
+    if model.vendor and signature is not None:
+        vendor = catalog.vendor(model.vendor).string
+        identity = CpuidIdentity(vendor, signature.family, signature.model, 0, 0, 0, model.name)
+        return identity, (
+            f"{model.name} has no CPUID identity in the catalog; family/model from its signature, "
+            "level and xlevel left to QEMU (the minimum its features need)"
+        )
+    raise NotExpressibleError(
+        f"this QEMU ({caps.qemu_version}) has no CPU model {model.name}, and the catalog has no CPUID identity "
+        "(vendor, family, model) to express it on 'base'; use a model this QEMU has"
+    )
+
+
+def _policy_bits(cpu: CpuDefinition, catalog: Catalog, offer: int) -> tuple[int, int]:
+    on = 0
+    off = 0
+    for request in cpu.features:
+        bit = 1 << catalog.feature(request.name, "guest CPU").index
+        policy = request.policy or Policy.REQUIRE
+        if policy in (Policy.REQUIRE, Policy.FORCE):
+            on |= bit
+        elif policy in (Policy.DISABLE, Policy.FORBID):
+            off |= bit
+        elif policy is Policy.OPTIONAL:
+            if offer & bit:
+                on |= bit
+            else:
+                off |= bit
+    return on, off & ~on
+
+
+def _explicit_cpu(
+    model: str, wanted: int, catalog_bits: int, qemu_bits: int, catalog: Catalog, base: CpuDefinition,
+    vendor: str | None, *, expand: bool = False,
+) -> CpuDefinition:
+    features: list[FeatureRequest] = []
+    for index in iter_bits(wanted | catalog_bits | qemu_bits):
+        bit = 1 << index
+        on = bool(wanted & bit)
+        differs = on != bool(catalog_bits & bit) or on != bool(qemu_bits & bit)
+        if differs or (expand and on):
+            features.append(FeatureRequest(catalog.features[index].name, Policy.REQUIRE if on else Policy.DISABLE))
+    return CpuDefinition(
+        type=CpuType.GUEST,
+        mode=Mode.CUSTOM,
+        match=Match.EXACT,
+        check=base.check,
+        model=model,
+        fallback=Fallback.FORBID,
+        vendor=vendor,
+        vendor_id=base.vendor_id,
+        topology=base.topology,
+        features=tuple(features),
+    )
+
+
+def _model_vendor_string(catalog: Catalog, model_name: str | None) -> str | None:
+    model = catalog.find_model(model_name) if model_name else None
+    if model is None:
+        return None
+    if model.alias_of:
+        model = catalog.find_model(model.alias_of) or model
+    if model.identity is not None:
+        return model.identity.vendor
+    if model.vendor:
+        try:
+            return catalog.vendor(model.vendor).string
+        except UnknownNameError:
+            return None
+    return None
+
+
+def effective_cpu(
+    guest: CpuDefinition, caps: QemuCaps, catalog: Catalog, *, machine: str | None = None
+) -> EffectiveCpu:
+    """The exact CPU ``guest`` gets on this QEMU (see the module docstring)."""
+    mode = guest.mode or Mode.CUSTOM
+    check = (guest.check.value if guest.check else "full")
+    offer = offered_bits(caps, catalog)
+    if mode in (Mode.HOST_PASSTHROUGH, Mode.MAXIMUM):
+        name = "host" if (mode is Mode.HOST_PASSTHROUGH and caps.accel == "kvm") else "max"
+        if mode is Mode.HOST_PASSTHROUGH and caps.accel != "kvm":
+            raise NotExpressibleError(
+                "host-passthrough needs KVM (QEMU: CPU model 'host' requires KVM or HVF); use --accel kvm "
+                "or mode='maximum'"
+            )
+        on, off = _policy_bits(guest, catalog, offer)
+        bits = (offered_bits(caps, catalog, migratable=guest.migratable != "off") | on) & ~off
+        cpu = guest.with_(features=tuple(guest.features))
+        vendor = caps.host_static.get("vendor") if caps.host_static else None
+        return EffectiveCpu(name, "passthrough", bits, offered_bits(caps, catalog), cpu, vendor, None,
+                            check_name=check)
+    if mode is Mode.HOST_MODEL:
+        decoded = host_model(caps, catalog).cpu
+        features = list(decoded.features)
+        for request in guest.features:
+            update_feature(features, request.name, request.policy)
+        guest = guest.with_(mode=Mode.CUSTOM, model=decoded.model, vendor=guest.vendor or decoded.vendor,
+                            features=tuple(features))
+    if guest.model is None:
+        raise InputError(
+            "the guest CPU has no <model>; name one (e.g. 'Skylake-Client-v4') or use mode='host-model'"
+        )
+    name = guest.model
+    notes: list[str] = []
+    entry = None
+    base_identity: CpuidIdentity | None = None
+    if caps.has_model(name):
+        qemu_model, resolution = caps.resolve(name, machine)
+        entry = caps.model(qemu_model)
+        if entry is None or entry.expansion is None:
+            raise NotExpressibleError(f"this QEMU ({caps.binary}) has no expansion of CPU model {qemu_model}")
+        qemu_bits, qemu_only = expansion_bits(entry.expansion, catalog)
+        if qemu_model != name:
+            notes.append(f"{name} resolves to {qemu_model} ({resolution})")
+        catalog_model = qemu_model if catalog.has_model(qemu_model) else (name if catalog.has_model(name) else None)
+    else:
+        model = catalog.model(name, "guest CPU")  # UnknownNameError with suggestions
+        target = catalog.model(model.alias_of) if model.alias_of else model
+        if target.family.startswith(OWN_CACHE_FAMILIES):
+            raise NotExpressibleError(
+                f"this QEMU ({caps.qemu_version}) has no CPU model {name}, and it cannot be expressed on 'base': "
+                f"{target.family} models carry their own cache topology (legacy-cache=off), which 'base' cannot "
+                "take; use a QEMU that has the model, or another model"
+            )
+        base_identity, identity_note = base_identity_for(target, catalog, caps)
+        if identity_note:
+            notes.append(identity_note)
+        qemu_model, resolution = "base", "base"
+        qemu_bits, qemu_only = 0, []
+        catalog_model = target.name
+        notes.append(f"this QEMU has no {name}; expressed as 'base' with every property explicit")
+    catalog_bits = catalog.model(catalog_model).features if catalog_model else 0
+    on, off = _policy_bits(guest, catalog, offer)
+    wanted = (qemu_bits | on) & ~off if qemu_model != "base" else (catalog_bits | on) & ~off
+    lacking = catalog_bits & ~qemu_bits if qemu_model != "base" else 0
+    if lacking:
+        notes.append(
+            f"QEMU's {qemu_model} under {caps.accel} lacks {', '.join(catalog.names(lacking))}, which the catalog's "
+            "definition has; QEMU's definition is used unless the guest asks for them"
+        )
+    vendor_string = None
+    if guest.vendor_id:
+        vendor_string = guest.vendor_id
+    elif caps.accel == "kvm" or qemu_model == "base":
+        vendor_string = _model_vendor_string(catalog, catalog_model) or (
+            _model_vendor_string(catalog, name)
+        )
+    elif entry is not None and entry.expansion is not None:
+        found = entry.expansion.get("vendor")
+        vendor_string = found if isinstance(found, str) else None
+    vendor = catalog.vendor_by_string(vendor_string) if vendor_string else None
+    cpu = _explicit_cpu(
+        qemu_model if qemu_model != "base" else (catalog_model or name),
+        wanted, catalog_bits, qemu_bits if qemu_model != "base" else catalog_bits, catalog, guest,
+        vendor.name if vendor else guest.vendor,
+    )
+    return EffectiveCpu(
+        qemu_model=qemu_model,
+        resolution=resolution,
+        features=wanted,
+        qemu_features=qemu_bits,
+        cpu=cpu,
+        vendor_string=vendor_string,
+        catalog_model=catalog_model,
+        qemu_only_props=tuple(sorted(qemu_only)),
+        notes=tuple(notes),
+        check_name=check,
+        base_identity=base_identity,
+    )
+
+
+# -- compare -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class HypervisorComparison:
+    comparison: Comparison
+    effective: EffectiveCpu
+    #: QEMU's own blockers of the model (catalog names)
+    qemu_blockers: list[str]
+    #: features the guest needs that this QEMU has no property for
+    unknown_to_qemu: list[str]
+    accel: str = ""
+
+    @property
+    def result(self) -> CompareResult:
+        return self.comparison.result
+
+    def as_dict(self) -> dict[str, object]:
+        data = self.comparison.as_dict()
+        data.update(
+            {
+                "accel": self.accel,
+                "qemu_model": self.effective.qemu_model,
+                "resolution": self.effective.resolution,
+                "qemu_blockers": self.qemu_blockers,
+                "unknown_to_qemu": self.unknown_to_qemu,
+                "notes": list(self.effective.notes),
+            }
+        )
+        return data
+
+
+def hypervisor_compare(
+    guest: CpuDefinition, caps: QemuCaps, catalog: Catalog, *, machine: str | None = None
+) -> HypervisorComparison:
+    """Can this QEMU (under ``caps.accel``) give ``guest``?  Names every deciding feature.
+
+    ``incompatible``: a feature the guest needs is not in QEMU's offer (or QEMU does not
+    know it); ``superset``: QEMU could give more; ``identical``: exactly this.
+    """
+    eff = effective_cpu(guest, caps, catalog, machine=machine)
+    offer = offered_bits(caps, catalog)
+    known = known_bits(caps, catalog)
+    need = eff.features
+    unknown = need & ~known if known else 0
+    blockers, _ = model_blockers(caps, catalog, eff.qemu_model) if eff.qemu_model not in SPECIAL_MODELS else ([], [])
+    blocker_bits = catalog.bits(blockers) & need
+    missing = (need & ~offer) | blocker_bits | unknown
+    extra = offer & ~need
+    where = f"QEMU {caps.qemu_version} ({caps.accel})"
+    if missing:
+        comparison = Comparison(
+            CompareResult.INCOMPATIBLE, catalog, missing_bits=missing, extra_bits=extra,
+            note=f"{where} cannot give {eff.qemu_model}: missing {', '.join(catalog.names(missing))}",
+        )
+    elif extra:
+        comparison = Comparison(
+            CompareResult.SUPERSET, catalog, extra_bits=extra,
+            note=f"{where} can give {eff.qemu_model} and {extra.bit_count()} more features",
+        )
+    else:
+        comparison = Comparison(CompareResult.IDENTICAL, catalog, note=f"{where} gives exactly {eff.qemu_model}")
+    return HypervisorComparison(comparison, eff, catalog.names(blocker_bits), catalog.names(unknown), caps.accel)
+
+
+# -- baseline ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class HypervisorBaseline:
+    #: the baseline CPU: a versioned model with every deviation explicit; always startable
+    cpu: CpuDefinition
+    qemu_model: str
+    features: int
+    #: the engine's baseline over the inputs (before QEMU's expansion was applied)
+    engine: BaselineResult
+    #: features every input has but QEMU cannot give here (left out)
+    not_offered: list[str]
+    #: features QEMU adds on its own that the result keeps explicitly (hypervisor, x2apic …)
+    qemu_added: list[str]
+    notes: tuple[str, ...] = ()
+
+
+def hypervisor_baseline(
+    cpus: Sequence[CpuDefinition],
+    caps: QemuCaps,
+    catalog: Catalog,
+    *,
+    migratable: bool = True,
+    expand: bool = False,
+    machine: str | None = None,
+    models: Mapping[str, Sequence[str]] | None = None,
+) -> HypervisorBaseline:
+    """The best CPU every input can run that this QEMU can start (``virsh hypervisor-cpu-baseline``).
+
+    The common features are restricted to QEMU's offer, decoded among the models this
+    QEMU has, then re-expressed against QEMU's own expansion of the chosen versioned
+    model: features QEMU adds by itself and can give are kept (and listed), the ones it
+    cannot give are disabled, so that ``hypervisor_compare`` of the result is never
+    incompatible and a check='full' start of it verifies.
+    """
+    offer = offered_bits(caps, catalog, migratable=migratable)
+    known = known_bits(caps, catalog)
+    allowed = offer & known if known else offer
+    usable_models = dict(models) if models is not None else qemu_models(caps, catalog)
+    engine = baseline(cpus, catalog, models=usable_models, allowed_features=allowed, migratable=migratable)
+    common_all = None
+    from guestcpu.engine.cpubits import compile_cpu
+
+    for index, cpu in enumerate(cpus):
+        bits = compile_cpu(cpu, catalog, f"CPU #{index + 1}").all
+        common_all = bits if common_all is None else common_all & bits
+    not_offered = catalog.names((common_all or 0) & ~allowed)
+    wanted = compile_cpu(engine.cpu, catalog, "baseline").all
+    chosen = engine.cpu.model
+    assert chosen is not None
+    qemu_model, resolution = caps.resolve(chosen, machine)
+    entry = caps.model(qemu_model)
+    if entry is None or entry.expansion is None:
+        raise NotExpressibleError(f"this QEMU has no expansion of {qemu_model}, the baseline's model")
+    qemu_bits, _ = expansion_bits(entry.expansion, catalog)
+    catalog_bits = catalog.model(qemu_model).features if catalog.has_model(qemu_model) else 0
+    added_by_qemu = qemu_bits & ~catalog_bits
+    final = (wanted | added_by_qemu) & allowed
+    notes: list[str] = []
+    if qemu_model != chosen:
+        notes.append(f"{chosen} resolves to {qemu_model} ({resolution})")
+    dropped_qemu = qemu_bits & ~final
+    if dropped_qemu & ~wanted & catalog_bits:
+        notes.append(
+            f"disabled because this QEMU cannot give them here: {', '.join(catalog.names(dropped_qemu & ~allowed))}"
+        )
+    vendor = engine.cpu.vendor
+    cpu = _explicit_cpu(qemu_model, final, catalog_bits, qemu_bits, catalog, engine.cpu, vendor, expand=expand)
+    cpu = cpu.with_(fallback=engine.cpu.fallback, check=None)
+    return HypervisorBaseline(
+        cpu=cpu,
+        qemu_model=qemu_model,
+        features=final,
+        engine=engine,
+        not_offered=not_offered,
+        qemu_added=catalog.names(added_by_qemu & final),
+        notes=tuple(notes),
+    )

@@ -1,0 +1,113 @@
+"""Ask a QEMU binary what it can give a guest under one accelerator.
+
+One process (``-machine none``) per accelerator answers everything, and the
+expansions are pipelined (all sent at once), so a full probe of the ~130 x86 models
+costs about as much as QEMU needs to answer.  The replies become a ``QemuCaps``
+(``caps.caps_from_replies``); nothing here interprets them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from guestcpu.qemu.caps import QemuCaps, caps_from_replies
+from guestcpu.qemu.process import DEFAULT_TIMEOUT, QemuError, QemuProcess, base_args, kvm_unusable_reason, run_sync
+
+#: progress(step description, steps done, steps in all)
+Progress = Callable[[str, int, int], None]
+
+ACCELS = ("kvm", "tcg")
+
+
+class AccelUnavailableError(QemuError):
+    pass
+
+
+def check_accel(accel: str) -> None:
+    if accel not in ACCELS:
+        raise AccelUnavailableError(f"unknown accelerator '{accel}'; expected one of {', '.join(ACCELS)}")
+    if accel == "kvm":
+        reason = kvm_unusable_reason()
+        if reason:
+            raise AccelUnavailableError(f"KVM is not usable here: {reason}; use --accel tcg")
+
+
+def default_accel() -> str:
+    return "kvm" if kvm_unusable_reason() is None else "tcg"
+
+
+def _expansion_args(kind: str, name: str, props: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    model: dict[str, Any] = {"name": name}
+    if props:
+        model["props"] = dict(props)
+    return {"type": kind, "model": model}
+
+
+async def probe_replies(
+    binary: str,
+    accel: str,
+    *,
+    arch: str = "x86_64",
+    timeout: float = DEFAULT_TIMEOUT,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Every QMP reply a probe needs, keyed by what it is (raw ``return`` values)."""
+    host_name = "host" if accel == "kvm" else "max"
+    report = progress or (lambda _step, _done, _total: None)
+    report(f"starting {binary} ({accel})", 0, 3)
+    async with QemuProcess(binary, base_args("none", accel), timeout=timeout, name=f"probe-{accel}") as qemu:
+        report("querying version, machines, CPU definitions and the host CPU", 1, 3)
+        first: list[tuple[str, dict[str, Any] | None]] = [
+            ("query-version", None),
+            ("query-machines", None),
+            ("query-cpu-definitions", None),
+            ("query-cpu-model-expansion", _expansion_args("static", host_name)),
+            ("query-cpu-model-expansion", _expansion_args("full", host_name)),
+        ]
+        if arch == "x86_64":
+            first.append(("query-cpu-model-expansion", _expansion_args("static", host_name, {"migratable": False})))
+        answers = await qemu.execute_many(first)
+        version, machines, definitions, host_static, host_full = answers[:5]
+        nonmig = answers[5] if len(answers) > 5 else None
+        names = [d["name"] for d in definitions]
+        report(f"expanding {len(names)} CPU models", 2, 3)
+        expansions = await qemu.execute_many(
+            ("query-cpu-model-expansion", _expansion_args("static", name)) for name in names
+        )
+        report("done", 3, 3)
+    return {
+        "version": version,
+        "machines": machines,
+        "definitions": definitions,
+        "host_static": host_static,
+        "host_full": host_full,
+        "host_static_nonmigratable": nonmig,
+        "model_expansions": dict(zip(names, expansions, strict=True)),
+    }
+
+
+def probe(
+    binary: str,
+    accel: str,
+    *,
+    arch: str = "x86_64",
+    timeout: float = DEFAULT_TIMEOUT,
+    progress: Progress | None = None,
+    fingerprint: Mapping[str, Any] | None = None,
+) -> QemuCaps:
+    """Probe ``binary`` under ``accel`` (no cache): the capabilities QEMU reports."""
+    check_accel(accel)
+    start = time.perf_counter()
+    replies = run_sync(probe_replies(binary, accel, arch=arch, timeout=timeout, progress=progress))
+    elapsed = time.perf_counter() - start
+    return caps_from_replies(
+        arch=arch,
+        accel=accel,
+        binary=binary,
+        fingerprint=fingerprint,
+        probed_at=time.time(),
+        probe_seconds=round(elapsed, 4),
+        **replies,
+    )

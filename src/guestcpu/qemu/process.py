@@ -1,0 +1,323 @@
+"""Start a QEMU process and talk QMP to it, with a timeout on every step.
+
+* guestcpu listens on a private unix socket and QEMU connects to it (``-qmp
+  unix:PATH``), so there is no race waiting for a socket file to appear;
+* QEMU's stderr goes to a private file; when QEMU dies during start-up the error
+  carries its last lines;
+* QEMU runs in its own session (process group) with ``PR_SET_PDEATHSIG``, and the
+  group is always terminated and reaped: on success, on errors, on timeouts and on
+  Ctrl-C (cancellation).  A wrapper script that forks (``sh -c 'sleep 600'``) leaves
+  no orphan either.
+
+The QMP protocol itself is the ``qemu.qmp`` library's job; this module only adds
+process control, timeouts and clear errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import logging
+import os
+import shutil
+import signal
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from guestcpu.errors import GuestCpuError
+
+#: Default seconds for every step (spawn + greeting, each command, quit).
+DEFAULT_TIMEOUT = 15.0
+#: Seconds QEMU gets to exit after ``quit`` or SIGTERM before SIGKILL.
+_EXIT_GRACE = 3.0
+_STDERR_TAIL_LINES = 6
+
+# qemu.qmp logs every message at DEBUG and errors at ERROR level; our errors say it better.
+logging.getLogger("qemu.qmp").setLevel(logging.CRITICAL)
+
+#: Process groups started here and not yet reaped (killed synchronously as a last resort).
+_LIVE_GROUPS: set[int] = set()
+
+
+class QemuError(GuestCpuError):
+    """QEMU could not be started, died, hung or refused a command."""
+
+
+class QemuNotFoundError(QemuError):
+    pass
+
+
+class QemuStartError(QemuError):
+    """QEMU exited before it was ready (or while it was being asked something)."""
+
+    def __init__(self, message: str, status: int | None, stderr_tail: list[str]) -> None:
+        self.status = status
+        self.stderr_tail = stderr_tail
+        if stderr_tail:
+            message += "; its last output:\n  " + "\n  ".join(stderr_tail)
+        super().__init__(message)
+
+
+class QemuTimeoutError(QemuError):
+    pass
+
+
+class QmpCommandError(QemuError):
+    def __init__(self, command: str, error_class: str, desc: str) -> None:
+        self.command = command
+        self.error_class = error_class
+        self.desc = desc
+        super().__init__(f"QEMU refused {command}: {desc} ({error_class})")
+
+
+def resolve_binary(binary: str | None, arch: str = "x86_64") -> str:
+    """An executable QEMU path: ``binary`` if given, else ``qemu-system-<arch>`` on PATH."""
+    name = binary or f"qemu-system-{arch}"
+    if os.sep in name:
+        path = Path(name)
+        if not path.exists():
+            raise QemuNotFoundError(f"QEMU binary {name} does not exist; pass an existing --qemu PATH")
+        if path.is_dir() or not os.access(path, os.X_OK):
+            raise QemuNotFoundError(
+                f"QEMU binary {name} is not an executable file; pass --qemu PATH of qemu-system-{arch}"
+            )
+        return str(path.resolve())
+    found = shutil.which(name)
+    if found is None:
+        raise QemuNotFoundError(
+            f"QEMU binary {name} not found on PATH; install it (Debian: qemu-system-x86 or qemu-system-misc) "
+            "or pass --qemu PATH"
+        )
+    return str(Path(found).resolve())
+
+
+def kvm_usable() -> bool:
+    """True when /dev/kvm can be opened read-write (what QEMU needs for accel=kvm)."""
+    try:
+        fd = os.open("/dev/kvm", os.O_RDWR | os.O_CLOEXEC)
+    except OSError:
+        return False
+    os.close(fd)
+    return True
+
+
+def kvm_unusable_reason() -> str | None:
+    """Why KVM cannot be used here, or None when it can."""
+    if not os.path.exists("/dev/kvm"):
+        return "/dev/kvm does not exist (no KVM on this host)"
+    try:
+        fd = os.open("/dev/kvm", os.O_RDWR | os.O_CLOEXEC)
+    except OSError as exc:
+        return f"/dev/kvm cannot be opened: {exc.strerror}"
+    os.close(fd)
+    return None
+
+
+def _set_pdeathsig() -> None:  # runs in the child between fork and exec
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _tail(path: Path, lines: int = _STDERR_TAIL_LINES) -> list[str]:
+    try:
+        data = path.read_bytes()[-8192:]
+    except OSError:
+        return []
+    text = data.decode("utf-8", errors="replace")
+    return [line for line in text.splitlines() if line.strip()][-lines:]
+
+
+def _kill_group(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def reap_leftovers() -> None:
+    """SIGKILL every QEMU process group this module started and did not reap yet."""
+    for pgid in list(_LIVE_GROUPS):
+        _kill_group(pgid, signal.SIGKILL)
+        _LIVE_GROUPS.discard(pgid)
+
+
+@dataclass
+class QemuProcess:
+    """One QEMU process with a QMP session.  Use as ``async with QemuProcess(...) as q``."""
+
+    binary: str
+    args: Sequence[str]
+    timeout: float = DEFAULT_TIMEOUT
+    name: str = "guestcpu"
+    _proc: asyncio.subprocess.Process | None = field(default=None, init=False, repr=False)
+    _qmp: Any = field(default=None, init=False, repr=False)
+    _dir: Path | None = field(default=None, init=False, repr=False)
+    greeting_version: dict[str, Any] = field(default_factory=dict, init=False)
+
+    @property
+    def stderr_path(self) -> Path:
+        assert self._dir is not None
+        return self._dir / "stderr"
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    def stderr_tail(self, lines: int = _STDERR_TAIL_LINES) -> list[str]:
+        return _tail(self.stderr_path, lines) if self._dir else []
+
+    def stderr_text(self) -> str:
+        if not self._dir:
+            return ""
+        try:
+            return self.stderr_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    async def __aenter__(self) -> QemuProcess:
+        try:
+            await self._start()
+        except BaseException:
+            await self.close()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def _start(self) -> None:
+        from qemu.qmp import QMPClient
+
+        self._dir = Path(tempfile.mkdtemp(prefix="guestcpu-qmp-"))
+        sock = str(self._dir / "qmp.sock")
+        self._qmp = QMPClient(self.name)
+        await self._qmp.start_server(sock)
+        argv = [self.binary, *self.args, "-qmp", f"unix:{sock}"]
+        with open(self.stderr_path, "wb") as err:
+            try:
+                self._proc = await asyncio.create_subprocess_exec(
+                    *argv,
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=err,
+                    stderr=err,
+                    start_new_session=True,
+                    preexec_fn=_set_pdeathsig,
+                )
+            except FileNotFoundError:
+                raise QemuNotFoundError(f"QEMU binary {self.binary} not found; pass --qemu PATH") from None
+            except PermissionError:
+                raise QemuNotFoundError(f"QEMU binary {self.binary} is not executable; pass --qemu PATH") from None
+        _LIVE_GROUPS.add(self._proc.pid)
+        accept = asyncio.ensure_future(self._qmp.accept())
+        exited = asyncio.ensure_future(self._proc.wait())
+        done, _ = await asyncio.wait({accept, exited}, timeout=self.timeout, return_when=asyncio.FIRST_COMPLETED)
+        if accept in done:
+            exited.cancel()
+            accept.result()
+            version = self._qmp.greeting.QMP.version if self._qmp.greeting else {}
+            self.greeting_version = dict(version) if isinstance(version, dict) else {}
+            return
+        accept.cancel()
+        with contextlib.suppress(BaseException):
+            await accept
+        if exited in done:
+            raise QemuStartError(
+                f"QEMU ({Path(self.binary).name} {' '.join(self.args)}) exited with status {exited.result()} "
+                "during start-up",
+                exited.result(),
+                self.stderr_tail(),
+            )
+        exited.cancel()
+        raise QemuTimeoutError(
+            f"QEMU ({self.binary}) did not open its QMP monitor within {self.timeout:g} s; "
+            "it was stopped (is this really a QEMU system emulator?)"
+        )
+
+    def _died(self, what: str) -> QemuStartError:
+        status = self._proc.returncode if self._proc else None
+        return QemuStartError(f"QEMU exited (status {status}) while answering {what}", status, self.stderr_tail())
+
+    async def execute(self, command: str, arguments: dict[str, Any] | None = None) -> Any:
+        """Run one QMP command and return its ``return`` value."""
+        from qemu.qmp import ExecInterruptedError, ExecuteError
+
+        try:
+            return await asyncio.wait_for(self._qmp.execute(command, arguments), self.timeout)
+        except ExecuteError as exc:
+            raise QmpCommandError(command, exc.error_class, str(exc)) from None
+        except (ExecInterruptedError, EOFError, ConnectionError):
+            if self._proc is not None:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._proc.wait(), 1.0)
+            raise self._died(command) from None
+        except TimeoutError:
+            raise QemuTimeoutError(
+                f"QEMU did not answer {command} within {self.timeout:g} s; it was stopped"
+            ) from None
+
+    async def execute_many(self, commands: Iterable[tuple[str, dict[str, Any] | None]]) -> list[Any]:
+        """Run several commands pipelined (sent at once, answered in order)."""
+        return list(await asyncio.gather(*(self.execute(c, a) for c, a in commands)))
+
+    async def wait(self) -> int:
+        """Wait (without a timeout) until QEMU exits; its exit status."""
+        assert self._proc is not None
+        return await self._proc.wait()
+
+    async def close(self) -> None:
+        """Quit QEMU (politely, then SIGTERM, then SIGKILL to its group) and reap it."""
+        proc, qmp = self._proc, self._qmp
+        try:
+            if proc is not None and proc.returncode is None and qmp is not None:
+                from qemu.qmp import Runstate
+
+                if qmp.runstate == Runstate.RUNNING:
+                    with contextlib.suppress(Exception, asyncio.TimeoutError):
+                        await asyncio.wait_for(qmp.execute("quit"), 1.0)
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(proc.wait(), _EXIT_GRACE)
+        finally:
+            if proc is not None:
+                await self._terminate(proc)
+            if qmp is not None:
+                with contextlib.suppress(Exception, asyncio.TimeoutError):
+                    await asyncio.wait_for(qmp.disconnect(), 1.0)
+            if self._dir is not None:
+                shutil.rmtree(self._dir, ignore_errors=True)
+                self._dir = None
+
+    async def _terminate(self, proc: asyncio.subprocess.Process) -> None:
+        pgid = proc.pid
+        try:
+            if proc.returncode is None:
+                _kill_group(pgid, signal.SIGTERM)
+                try:
+                    await asyncio.wait_for(proc.wait(), _EXIT_GRACE)
+                except TimeoutError:
+                    _kill_group(pgid, signal.SIGKILL)
+                    await asyncio.wait_for(proc.wait(), _EXIT_GRACE)
+            # Anything the process forked (a wrapper script's children) goes too.
+            _kill_group(pgid, signal.SIGKILL)
+        except BaseException:
+            _kill_group(pgid, signal.SIGKILL)
+            raise
+        finally:
+            _LIVE_GROUPS.discard(pgid)
+
+
+def base_args(machine: str, accel: str) -> list[str]:
+    """QEMU arguments for a probe or a paused guest without devices or display."""
+    return ["-machine", f"{machine},accel={accel}", "-nodefaults", "-no-user-config", "-display", "none"]
+
+
+def run_sync(coro: Any) -> Any:
+    """``asyncio.run`` that never leaves a QEMU behind, even on Ctrl-C."""
+    try:
+        return asyncio.run(coro)
+    finally:
+        reap_leftovers()

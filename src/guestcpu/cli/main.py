@@ -23,6 +23,11 @@ COMMANDS: dict[str, str] = {
     "baseline": "guestcpu.cli.cpu_commands:baseline_cmd",
     "models": "guestcpu.cli.catalog_commands:models_cmd",
     "model": "guestcpu.cli.catalog_commands:model_cmd",
+    "caps": "guestcpu.cli.qemu_commands:caps_cmd",
+    "cmdline": "guestcpu.cli.qemu_commands:cmdline_cmd",
+    "run": "guestcpu.cli.qemu_commands:run_cmd",
+    "s390x-compare": "guestcpu.cli.qemu_commands:s390x_compare_cmd",
+    "s390x-baseline": "guestcpu.cli.qemu_commands:s390x_baseline_cmd",
 }
 
 HELP = {
@@ -31,6 +36,11 @@ HELP = {
     "baseline": "The best CPU model and features that every given CPU can run.",
     "models": "List the CPU models of the catalog.",
     "model": "Show one CPU model: versions, aliases, features and what changed.",
+    "caps": "What QEMU can give a guest here: host-model, usable models and their blockers, machines.",
+    "cmdline": "The QEMU -cpu argument for exactly this guest CPU.",
+    "run": "Start QEMU with a guest CPU verified to be exactly the one asked for.",
+    "s390x-compare": "Compare s390x CPU models (QEMU's query-cpu-model-comparison).",
+    "s390x-baseline": "The s390x CPU model all given CPUs can run (QEMU's query-cpu-model-baseline).",
 }
 
 

@@ -216,19 +216,25 @@ class QemuProcess:
         accept = asyncio.ensure_future(self._qmp.accept())
         exited = asyncio.ensure_future(self._proc.wait())
         done, _ = await asyncio.wait({accept, exited}, timeout=self.timeout, return_when=asyncio.FIRST_COMPLETED)
-        if accept in done:
+        if accept in done and accept.exception() is None:
             exited.cancel()
-            accept.result()
             version = self._qmp.greeting.QMP.version if self._qmp.greeting else {}
             self.greeting_version = dict(version) if isinstance(version, dict) else {}
             return
-        accept.cancel()
-        with contextlib.suppress(BaseException):
-            await accept
-        if exited in done:
+        if accept in done:
+            # QEMU connected and hung up: it is dying; give it a moment to exit.
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(exited), min(self.timeout, _EXIT_GRACE))
+            if not exited.done():
+                exited.cancel()
+                raise QemuError(f"QMP handshake with QEMU ({self.binary}) failed: {accept.exception()}")
+        else:
+            accept.cancel()
+            with contextlib.suppress(BaseException):
+                await accept
+        if exited.done():
             raise QemuStartError(
-                f"QEMU ({Path(self.binary).name} {' '.join(self.args)}) exited with status {exited.result()} "
-                "during start-up",
+                f"QEMU ({Path(self.binary).name}) exited with status {exited.result()} during start-up",
                 exited.result(),
                 self.stderr_tail(),
             )

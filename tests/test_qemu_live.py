@@ -1,0 +1,545 @@
+"""The QEMU backend against the real QEMU 7.2 binaries (TCG always; KVM when usable).
+
+QEMU's own answers are read here with ``qemu.qmp``'s plain synchronous client,
+independently of guestcpu's process and probe code, and compared with guestcpu's.
+Probes are shared per session through one cache directory, so the whole file costs a
+few probes and a few dozen short guest starts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from guestcpu.catalog.catalog import Catalog
+from guestcpu.catalog.loader import load_catalog
+from guestcpu.engine.compare import CompareResult
+from guestcpu.engine.update import CpuMismatchError
+from guestcpu.formats.libvirt_xml import format_cpu, parse_cpu
+from guestcpu.qemu.cache import host_facts, load_caps
+from guestcpu.qemu.caps import QemuCaps
+from guestcpu.qemu.hypervisor import hypervisor_baseline, hypervisor_compare
+from guestcpu.qemu.process import QemuTimeoutError, QmpCommandError, kvm_unusable_reason
+from guestcpu.qemu.s390x import baseline_models, compare_models, parse_model_spec
+from guestcpu.qemu.verify import run_guest
+
+pytestmark = pytest.mark.qemu
+
+QEMU = shutil.which("qemu-system-x86_64")
+QEMU_S390X = shutil.which("qemu-system-s390x")
+KVM_REASON = kvm_unusable_reason()
+DATA = Path(__file__).parent / "data"
+CPUTESTDATA = DATA / "libvirt-11.3" / "cputestdata"
+
+if QEMU is None:
+    pytest.skip("qemu-system-x86_64 is not installed", allow_module_level=True)
+
+
+def accel_params() -> list[Any]:
+    return [
+        "tcg",
+        pytest.param("kvm", marks=pytest.mark.skipif(KVM_REASON is not None, reason=f"KVM not usable: {KVM_REASON}")),
+    ]
+
+
+# -- QEMU's own answers, read without guestcpu ---------------------------------------------
+def raw_qmp(binary: str, args: list[str], commands: list[tuple[str, dict[str, Any]]]) -> list[Any]:
+    """Start QEMU, run ``commands`` with qemu.qmp's sync client, return the replies."""
+    from qemu.qmp.legacy import QEMUMonitorProtocol
+
+    sockdir = tempfile.mkdtemp()
+    sock = os.path.join(sockdir, "qmp.sock")
+    mon = QEMUMonitorProtocol(sock, server=True)
+    proc = subprocess.Popen([binary, *args, "-qmp", f"unix:{sock}"], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        mon.accept(timeout=20)
+        return [mon.cmd_raw(c, a) for c, a in commands]
+    finally:
+        try:
+            mon.cmd("quit")
+            mon.close()
+        except Exception:
+            pass
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        shutil.rmtree(sockdir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def cache_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("xdg-cache")
+
+
+@pytest.fixture(scope="session")
+def catalog() -> Catalog:
+    return load_catalog(dropin_dirs=[])
+
+
+_CAPS: dict[str, QemuCaps] = {}
+
+
+@pytest.fixture(scope="session")
+def caps_for(cache_home: Path) -> Any:
+    def get(accel: str) -> QemuCaps:
+        if accel not in _CAPS:
+            _CAPS[accel] = load_caps(QEMU, accel, cache_dir=cache_home / "guestcpu").caps
+        return _CAPS[accel]
+
+    return get
+
+
+_RAW_DEFS: dict[str, list[dict[str, Any]]] = {}
+
+
+def qemu_definitions(accel: str) -> list[dict[str, Any]]:
+    if accel not in _RAW_DEFS:
+        assert QEMU is not None
+        reply = raw_qmp(QEMU, ["-machine", f"none,accel={accel}", "-nodefaults", "-display", "none"],
+                        [("query-cpu-definitions", {})])[0]
+        _RAW_DEFS[accel] = reply["return"]
+    return _RAW_DEFS[accel]
+
+
+def cli(args: list[str], cache_home: Path, timeout: float = 120, **kw: Any) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "XDG_CACHE_HOME": str(cache_home)}
+    return subprocess.run([sys.executable, "-m", "guestcpu.cli.main", *args], capture_output=True, text=True,
+                          env=env, timeout=timeout, **kw)
+
+
+def write_guest(tmp_path: Path, xml: str, name: str = "guest.xml") -> str:
+    path = tmp_path / name
+    path.write_text(xml)
+    return str(path)
+
+
+def processes_with(token: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        if token.encode() in cmdline and ") Z" not in stat:
+            found.append(int(entry.name))
+    return found
+
+
+def wait_gone(token: str, seconds: float = 5.0) -> list[int]:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        left = processes_with(token)
+        if not left:
+            return []
+        time.sleep(0.05)
+    return processes_with(token)
+
+
+# -- probe == QEMU, model by model ------------------------------------------------------------
+@pytest.mark.parametrize("accel", accel_params())
+def test_usable_and_blockers_equal_qemus_for_every_model(accel: str, caps_for: Any, catalog: Catalog) -> None:
+    caps = caps_for(accel)
+    raw = qemu_definitions(accel)
+    assert len(caps.models) == len(raw) > 100
+    for entry in raw:
+        model = caps.model(entry["name"])
+        assert model is not None, entry["name"]
+        assert model.usable == (not entry["unavailable-features"]), entry["name"]
+        assert model.blockers == tuple(dict.fromkeys(entry["unavailable-features"])), entry["name"]
+        assert model.alias_of == entry.get("alias-of"), entry["name"]
+
+
+@pytest.mark.parametrize("accel", accel_params())
+def test_caps_json_cli(accel: str, caps_for: Any, cache_home: Path, catalog: Catalog) -> None:
+    caps_for(accel)  # warm the cache the CLI reads
+    result = cli(["caps", "--accel", accel, "--json"], cache_home)
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert {"accel", "qemu_version", "host_model", "models", "machines"} <= set(data)
+    assert data["accel"] == accel and data["qemu_version"].startswith("7.2")
+    assert "(hit)" in data["source"]
+    raw = {e["name"]: e for e in qemu_definitions(accel)}
+    for model in data["models"]:
+        qemu = raw[model["name"]]
+        assert model["usable"] == (not qemu["unavailable-features"])
+        assert model["qemu_blockers"] == list(dict.fromkeys(qemu["unavailable-features"]))
+        expected = [catalog.feature(b).name for b in model["qemu_blockers"] if catalog.has_feature(b)]
+        assert model["blockers"] == list(dict.fromkeys(expected))
+        assert model["alias_of"] == qemu.get("alias-of")
+        assert {"name", "usable", "blockers", "alias_of", "deprecated"} <= set(model)
+    host = data["host_model"]
+    assert host["from"] == ("host expansion" if accel == "kvm" else "max expansion")
+    assert host["model"] in raw
+    pc = next(m for m in data["machines"] if m["alias"] == "pc")
+    assert pc["default"] and pc["default_cpu"] == "qemu64" and pc["resolves"] == "v1"
+    text = cli(["caps", "--accel", accel], cache_home)
+    assert text.returncode == 0 and "host-model" in text.stdout and "usable" in text.stdout
+
+
+@pytest.mark.parametrize("accel", accel_params())
+def test_host_expansion_and_non_migratable_delta(accel: str, caps_for: Any) -> None:
+    caps = caps_for(accel)
+    name = "host" if accel == "kvm" else "max"
+    assert QEMU is not None
+    static, static_nm = raw_qmp(QEMU, ["-machine", f"none,accel={accel}", "-nodefaults", "-display", "none"], [
+        ("query-cpu-model-expansion", {"type": "static", "model": {"name": name}}),
+        ("query-cpu-model-expansion", {"type": "static", "model": {"name": name, "props": {"migratable": False}}}),
+    ])
+    props = static["return"]["model"]["props"]
+    assert sorted(caps.host_static.enabled) == sorted(k for k, v in props.items() if v is True)
+    nm = {k for k, v in static_nm["return"]["model"]["props"].items() if v is True}
+    assert set(caps.non_migratable) == nm - {k for k, v in props.items() if v is True}
+    if accel == "kvm":
+        assert caps.non_migratable == ("invtsc",)
+
+
+def test_machine_resolution_matches_a_microvm_and_a_pc_4_0_process(caps_for: Any) -> None:
+    caps = caps_for("tcg")
+    assert QEMU is not None
+    for machine, rule in (("microvm", "latest"), ("pc-i440fx-4.0", "legacy")):
+        reply = raw_qmp(QEMU, ["-machine", f"{machine},accel=tcg", "-nodefaults", "-display", "none", "-S"],
+                        [("query-cpu-definitions", {})])[0]["return"]
+        assert caps.machine(machine).resolves == rule  # type: ignore[union-attr]
+        for entry in reply:
+            ours = caps.model(entry["name"])
+            if ours is None or ours.alias_of is None:
+                continue
+            resolved, _how = caps.resolve(entry["name"], machine)
+            if rule == "legacy":
+                assert "alias-of" not in entry
+            else:
+                assert resolved == entry["alias-of"], entry["name"]
+
+
+# -- verify: what the vCPU really got ---------------------------------------------------------
+@pytest.mark.parametrize("accel", accel_params())
+def test_every_usable_model_verifies(accel: str, caps_for: Any, catalog: Catalog) -> None:
+    caps = caps_for(accel)
+    checked = 0
+    for entry in caps.models:
+        if not entry.usable or entry.alias_of or entry.name in ("host", "max", "base"):
+            continue
+        guest = parse_cpu(f"<cpu check='full'><model>{entry.name}</model></cpu>".encode(), entry.name)
+        outcome = run_guest(guest, caps, catalog, verify_only=True)
+        assert outcome.verified and not outcome.extra and not outcome.missing, entry.name
+        checked += 1
+    assert checked >= (18 if accel == "tcg" else 4)
+
+
+@pytest.mark.parametrize("accel", accel_params())
+def test_every_unusable_model_is_refused_naming_qemus_blockers(accel: str, caps_for: Any, catalog: Catalog) -> None:
+    caps = caps_for(accel)
+    checked = 0
+    for entry in caps.models:
+        if entry.usable or entry.alias_of or entry.name in ("host", "max", "base") or not catalog.has_model(entry.name):
+            continue
+        guest = parse_cpu(f"<cpu check='full'><model>{entry.name}</model></cpu>".encode(), entry.name)
+        with pytest.raises(CpuMismatchError) as info:
+            run_guest(guest, caps, catalog, verify_only=True)
+        expected = {catalog.feature(b).name for b in entry.blockers if catalog.has_feature(b)}
+        assert set(info.value.missing) == expected, entry.name
+        assert info.value.exit_status == 2
+        checked += 1
+        if checked >= 12:  # a dozen starts are enough; the pure test covers all models
+            break
+    assert checked
+
+
+def test_model_kvm_cannot_give_is_refused_and_tcg_verifies(tmp_path: Path, cache_home: Path, caps_for: Any,
+                                                          catalog: Catalog) -> None:
+    if KVM_REASON is not None:
+        pytest.skip(f"KVM not usable: {KVM_REASON}")
+    kvm = caps_for("kvm")
+    name = next(m for m in ("qemu64", "Westmere", "Nehalem") if not kvm.model(m).usable)  # type: ignore[union-attr]
+    guest = write_guest(tmp_path, f"<cpu mode='custom' match='exact' check='full'><model>{name}</model></cpu>")
+    refused = cli(["run", guest, "--accel", "kvm", "--verify-only"], cache_home)
+    assert refused.returncode == 2, refused.stderr
+    lines = refused.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("guestcpu: error: guest CPU doesn't match specification")
+    resolved = kvm.model(kvm.resolve(name)[0])
+    assert resolved is not None
+    for blocker in resolved.blockers:
+        assert catalog.feature(blocker).name in lines[0]
+    caps_for("tcg")
+    verified = cli(["run", guest, "--accel", "tcg", "--verify-only"], cache_home)
+    assert verified.returncode == 0, verified.stderr
+    assert "guest CPU verified" in verified.stdout
+    as_json = cli(["run", guest, "--accel", "tcg", "--verify-only", "--json"], cache_home)
+    data = json.loads(as_json.stdout)
+    assert data["verified"] and data["missing_features"] == [] and data["extra_features"] == []
+
+
+def test_refused_under_tcg_and_verified_once_blockers_are_disabled(tmp_path: Path, cache_home: Path,
+                                                                  caps_for: Any, catalog: Catalog) -> None:
+    caps = caps_for("tcg")
+    blockers = caps.model("Skylake-Client-v4").blockers
+    guest = write_guest(tmp_path, "<cpu check='full'><model>Skylake-Client-v4</model></cpu>")
+    refused = cli(["run", guest, "--accel", "tcg", "--verify-only"], cache_home)
+    assert refused.returncode == 2
+    assert all(catalog.feature(b).name in refused.stderr for b in blockers)
+    disables = "".join(f"<feature policy='disable' name='{catalog.feature(b).name}'/>" for b in blockers)
+    fixed = write_guest(tmp_path, f"<cpu check='full'><model>Skylake-Client-v4</model>{disables}</cpu>", "ok.xml")
+    ok = cli(["run", fixed, "--accel", "tcg", "--verify-only"], cache_home)
+    assert ok.returncode == 0, ok.stderr
+    line = cli(["cmdline", fixed, "--accel", "tcg"], cache_home).stdout.strip()
+    assert line.startswith("-cpu Skylake-Client-v4,-") and "vendor=" not in line
+
+
+def test_check_partial_and_none(tmp_path: Path, caps_for: Any, catalog: Catalog) -> None:
+    caps = caps_for("tcg")
+    partial = parse_cpu(b"<cpu check='partial'><model>Skylake-Client-v4</model></cpu>", "p")
+    with pytest.raises(CpuMismatchError):
+        run_guest(partial, caps, catalog, verify_only=True)
+    none = parse_cpu(b"<cpu check='none'><model>Skylake-Client-v4</model></cpu>", "n")
+    outcome = run_guest(none, caps, catalog, verify_only=True)
+    assert outcome.launched and not outcome.verified and outcome.warnings
+    assert "pcid" in outcome.missing
+
+
+@pytest.mark.parametrize("accel", accel_params())
+def test_host_model_verifies(accel: str, caps_for: Any, catalog: Catalog) -> None:
+    caps = caps_for(accel)
+    guest = parse_cpu(b"<cpu mode='host-model' check='full'/>", "host-model")
+    outcome = run_guest(guest, caps, catalog, verify_only=True)
+    assert outcome.verified, (outcome.extra, outcome.missing)
+
+
+@pytest.mark.parametrize("accel", accel_params())
+def test_our_baseline_starts_with_check_full(accel: str, caps_for: Any, catalog: Catalog) -> None:
+    caps = caps_for(accel)
+    cpus = [parse_cpu(p.read_bytes(), p.name) for p in (CPUTESTDATA / "x86_64-cpuid-Core-i7-4600U-host.xml",
+                                                       CPUTESTDATA / "x86_64-cpuid-Core-i5-6600-host.xml")]
+    result = hypervisor_baseline(cpus, caps, catalog)
+    assert hypervisor_compare(result.cpu, caps, catalog).result is not CompareResult.INCOMPATIBLE
+    guest = parse_cpu(format_cpu(result.cpu.with_(check=None)).encode().replace(b"<cpu ", b"<cpu check='full' ", 1),
+                      "baseline")
+    outcome = run_guest(guest, caps, catalog, verify_only=True)
+    assert outcome.verified, (outcome.extra, outcome.missing)
+
+
+def test_base_form_is_accepted_by_qemu(caps_for: Any, catalog: Catalog) -> None:
+    caps = caps_for("tcg")
+    guest = parse_cpu(b"<cpu check='none'><model>Icelake-Server-v7</model></cpu>", "icx")
+    outcome = run_guest(guest, caps, catalog, verify_only=True)
+    assert outcome.launched and outcome.effective.qemu_model == "base"
+    assert outcome.cpu_args.cpu.startswith("base,vendor=GenuineIntel,family=6,model=106,")
+    assert outcome.vendor == "GenuineIntel"
+
+
+# -- QEMU that dies, hangs, or is interrupted -----------------------------------------------
+def test_qemu_dying_at_start_is_one_clear_error_with_its_stderr(tmp_path: Path, cache_home: Path,
+                                                               caps_for: Any) -> None:
+    caps_for("tcg")
+    guest = write_guest(tmp_path, "<cpu><model>qemu64</model></cpu>")
+    died = cli(["run", guest, "--accel", "tcg", "--verify-only", "--", "-cpu", "host"], cache_home)
+    assert died.returncode == 1
+    assert died.stderr.startswith("guestcpu: error: QEMU (qemu-system-x86_64) exited with status 1 during start-up")
+    assert "CPU model 'host' requires KVM or HVF" in died.stderr
+    assert "Traceback" not in died.stderr
+
+
+def test_cpu_host_on_pc_under_this_nested_kvm(tmp_path: Path, cache_home: Path, caps_for: Any) -> None:
+    if KVM_REASON is not None:
+        pytest.skip(f"KVM not usable: {KVM_REASON}")
+    caps_for("kvm")
+    guest = write_guest(tmp_path, "<cpu mode='host-passthrough' check='none'/>")
+    result = cli(["run", guest, "--accel", "kvm", "--machine", "pc", "--verify-only"], cache_home)
+    if result.returncode == 0:
+        pytest.skip("-cpu host starts on a pc machine on this host (the MSR 0x10a abort is not reproduced here)")
+    assert result.stderr.startswith("guestcpu: error: QEMU")
+    assert "last output" in result.stderr
+    assert "MSR" in result.stderr or "Assertion" in result.stderr
+
+
+def test_hanging_qemu_times_out_and_leaves_no_process(tmp_path: Path) -> None:
+    token = f"{600 + uuid.uuid4().int % 1000}.{uuid.uuid4().int % 10**6}"
+    fake = tmp_path / "qemu-system-x86_64"
+    fake.write_text(f"#!/bin/sh\nsleep {token} &\nsleep {token}\n")
+    fake.chmod(0o755)
+    start = time.monotonic()
+    with pytest.raises(QemuTimeoutError, match="did not open its QMP monitor within 1 s"):
+        load_caps(str(fake), "tcg", cache_dir=tmp_path / "cache", timeout=1.0)
+    assert time.monotonic() - start < 8
+    assert wait_gone(token) == []
+
+
+def test_hanging_qemu_cli_error(tmp_path: Path) -> None:
+    token = f"{700 + uuid.uuid4().int % 1000}.{uuid.uuid4().int % 10**6}"
+    fake = tmp_path / "qemu-hang"
+    fake.write_text(f"#!/bin/sh\nexec sleep {token}\n")
+    fake.chmod(0o755)
+    result = cli(["caps", "--qemu", str(fake), "--accel", "tcg", "--timeout", "0.5"], tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.startswith("guestcpu: error: QEMU (") and "did not open its QMP monitor" in result.stderr
+    assert wait_gone(token) == []
+
+
+def test_ctrl_c_while_attached_stops_qemu(tmp_path: Path, cache_home: Path, caps_for: Any) -> None:
+    caps_for("tcg")
+    token = f"guestcpu-test-{uuid.uuid4().hex}"
+    guest = write_guest(tmp_path, "<cpu check='full'><model>qemu64</model></cpu>")
+    env = {**os.environ, "XDG_CACHE_HOME": str(cache_home)}
+    proc = subprocess.Popen([sys.executable, "-m", "guestcpu.cli.main", "run", guest, "--accel", "tcg", "--",
+                             "-name", token], stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert proc.stderr is not None
+        line = proc.stderr.readline()
+        assert "guest running" in line
+        assert processes_with(token)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(15) == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert wait_gone(token) == []
+
+
+# -- the cache against the real binary --------------------------------------------------------
+@pytest.fixture()
+def wrapper(tmp_path: Path) -> Iterator[Path]:
+    path = tmp_path / "bin" / "qemu-system-x86_64"
+    path.parent.mkdir()
+    path.write_text(f'#!/bin/sh\nexec {QEMU} "$@"\n')
+    path.chmod(0o755)
+    yield path
+
+
+def test_touching_the_binary_reprobes(wrapper: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    assert load_caps(str(wrapper), "tcg", cache_dir=cache).status == "missing"
+    hit = load_caps(str(wrapper), "tcg", cache_dir=cache)
+    assert hit.status == "hit" and hit.caps.qemu_version.startswith("7.2")
+    st = wrapper.stat()
+    os.utime(wrapper, ns=(st.st_atime_ns, st.st_mtime_ns + 5_000_000_000))
+    assert load_caps(str(wrapper), "tcg", cache_dir=cache).status == "changed: mtime_ns"
+    wrapper.write_text(wrapper.read_text() + "# replaced\n")
+    assert load_caps(str(wrapper), "tcg", cache_dir=cache).status.startswith("changed: ")
+    assert load_caps(str(wrapper), "tcg", cache_dir=cache).status == "hit"
+
+
+@pytest.mark.parametrize("fact", ["kernel", "microcode", "host_cpuid", "kvm_usable"])
+def test_changed_host_facts_reprobe(fact: str, wrapper: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    facts = host_facts(str(wrapper.resolve()), "tcg")
+    assert load_caps(str(wrapper), "tcg", cache_dir=cache, facts=facts).status == "missing"
+    changed = {**facts, fact: "changed-by-test"}
+    assert load_caps(str(wrapper), "tcg", cache_dir=cache, facts=changed).status == f"changed: {fact}"
+    assert load_caps(str(wrapper), "tcg", cache_dir=cache, facts=changed).status == "hit"
+
+
+def test_corrupt_cache_file_is_reprobed_with_a_warning(wrapper: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    first = load_caps(str(wrapper), "tcg", cache_dir=cache)
+    first.path.write_bytes(first.path.read_bytes()[:1000])
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "xdg")}
+    (tmp_path / "xdg" / "guestcpu").parent.mkdir(parents=True)
+    shutil.copytree(cache, tmp_path / "xdg" / "guestcpu")
+    result = subprocess.run([sys.executable, "-m", "guestcpu.cli.main", "caps", "--qemu", str(wrapper),
+                             "--accel", "tcg", "--json"], capture_output=True, text=True, env=env, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.startswith("guestcpu: warning: capabilities cache ") and "is corrupt" in result.stderr
+    assert json.loads(result.stdout)["source"].endswith("(corrupt)")
+    again = subprocess.run([sys.executable, "-m", "guestcpu.cli.main", "caps", "--qemu", str(wrapper),
+                            "--accel", "tcg", "--json"], capture_output=True, text=True, env=env, timeout=60)
+    assert again.stderr == "" and json.loads(again.stdout)["source"].endswith("(hit)")
+
+
+def test_concurrent_probes_do_not_race(wrapper: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    statuses: list[str] = []
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            statuses.append(load_caps(str(wrapper), "tcg", cache_dir=cache).status)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors
+    assert sorted(statuses) == ["hit", "hit", "hit", "missing"]
+    assert [p.name for p in cache.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_cache_hit_is_fast(caps_for: Any, cache_home: Path) -> None:
+    caps_for("tcg")
+    best = min(
+        (lambda t0: (load_caps(QEMU, "tcg", cache_dir=cache_home / "guestcpu"), time.perf_counter() - t0)[1])(
+            time.perf_counter()
+        )
+        for _ in range(5)
+    )
+    assert best < 0.05  # the benchmark holds the 10 ms target; this only catches gross regressions
+
+
+# -- s390x: QEMU's own answers ----------------------------------------------------------------
+s390x_only = pytest.mark.skipif(QEMU_S390X is None, reason="qemu-system-s390x is not installed")
+_S390X_RECORDED = json.loads((DATA / "qemu-7.2" / "s390x" / "comparisons.json").read_text())
+_S390X_BASELINES = json.loads((DATA / "qemu-7.2" / "s390x" / "baselines.json").read_text())
+
+
+@s390x_only
+@pytest.mark.parametrize("entry", [e for e in _S390X_RECORDED if "?" not in e["modelb"]],
+                         ids=lambda e: f"{e['modela']}~{e['modelb']}")
+def test_s390x_compare_gives_qemus_answer(entry: dict[str, Any]) -> None:
+    a, b = parse_model_spec(entry["modela"]), parse_model_spec(entry["modelb"])
+    if "error" in entry["reply"]:
+        with pytest.raises(QmpCommandError, match="not available for CPU model"):
+            compare_models(a, b)
+        return
+    result = compare_models(a, b)
+    assert result.result == entry["reply"]["return"]["result"]
+    assert list(result.responsible_properties) == entry["reply"]["return"]["responsible-properties"]
+
+
+@s390x_only
+@pytest.mark.parametrize("entry", _S390X_BASELINES, ids=lambda e: f"{e['modela']}+{e['modelb']}")
+def test_s390x_baseline_gives_qemus_answer(entry: dict[str, Any]) -> None:
+    result = baseline_models([parse_model_spec(entry["modela"]), parse_model_spec(entry["modelb"])])
+    assert result.name == entry["reply"]["return"]["model"]["name"]
+    assert dict(result.props) == entry["reply"]["return"]["model"]["props"]
+
+
+@s390x_only
+def test_s390x_cli(tmp_path: Path) -> None:
+    out = cli(["s390x-compare", "z13", "z14", "--json"], tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["result"] == "subset"
+    base = cli(["s390x-baseline", "z14", "z196"], tmp_path)
+    assert base.returncode == 0 and base.stdout.startswith("z196-base,")
+    bad = cli(["s390x-compare", "z13,+vxeh", "z13"], tmp_path)
+    assert bad.returncode == 1
+    assert bad.stderr.strip() == ("guestcpu: error: QEMU refused query-cpu-model-comparison: Feature 'vxeh' is not "
+                                  "available for CPU model 'z13', it was introduced with later models. (GenericError)")
+
+
+@s390x_only
+def test_s390x_caps_are_probed_and_cached(tmp_path: Path) -> None:
+    first = load_caps(QEMU_S390X, "tcg", arch="s390x", cache_dir=tmp_path)
+    assert first.status == "missing"
+    assert first.caps.model("z14") is not None and first.caps.host_static is not None
+    assert load_caps(QEMU_S390X, "tcg", arch="s390x", cache_dir=tmp_path).status == "hit"

@@ -74,6 +74,36 @@ class QmpCommandError(QemuError):
         super().__init__(f"QEMU refused {command}: {desc} ({error_class})")
 
 
+def _client_class() -> Any:
+    """qemu.qmp's QMPClient, without its eager pretty-printing of every message.
+
+    qemu.qmp 0.0.6 formats each message with ``json.dumps(indent=2)`` for a DEBUG log
+    line even when DEBUG is off; on a probe (130 large expansion replies) that was two
+    thirds of guestcpu's CPU time.  ``_cb_inbound``/``_cb_outbound`` are the hooks the
+    library documents for subclasses; these log only when DEBUG is really enabled.
+    """
+    global _CLIENT_CLASS
+    if _CLIENT_CLASS is None:
+        from qemu.qmp import QMPClient
+
+        class QuietQMPClient(QMPClient):  # type: ignore[misc]
+            def _cb_outbound(self, msg: Any) -> Any:
+                if self.logger.isEnabledFor(logging.DEBUG):
+                    self.logger.debug("--> %s", str(msg))
+                return msg
+
+            def _cb_inbound(self, msg: Any) -> Any:
+                if self.logger.isEnabledFor(logging.DEBUG):
+                    self.logger.debug("<-- %s", str(msg))
+                return msg
+
+        _CLIENT_CLASS = QuietQMPClient
+    return _CLIENT_CLASS
+
+
+_CLIENT_CLASS: Any = None
+
+
 def resolve_binary(binary: str | None, arch: str = "x86_64") -> str:
     """An executable QEMU path: ``binary`` if given, else ``qemu-system-<arch>`` on PATH."""
     name = binary or f"qemu-system-{arch}"
@@ -191,11 +221,9 @@ class QemuProcess:
         await self.close()
 
     async def _start(self) -> None:
-        from qemu.qmp import QMPClient
-
         self._dir = Path(tempfile.mkdtemp(prefix="guestcpu-qmp-"))
         sock = str(self._dir / "qmp.sock")
-        self._qmp = QMPClient(self.name)
+        self._qmp = _client_class()(self.name)
         await self._qmp.start_server(sock)
         argv = [self.binary, *self.args, "-qmp", f"unix:{sock}"]
         with open(self.stderr_path, "wb") as err:

@@ -370,6 +370,29 @@ def test_cpu_host_on_pc_under_this_nested_kvm(tmp_path: Path, cache_home: Path, 
     assert "MSR" in result.stderr or "Assertion" in result.stderr
 
 
+def test_msr_abort_at_start_is_one_clear_error(tmp_path: Path) -> None:
+    """The nested-KVM abort as recorded (``-cpu host`` on pc): QEMU prints two lines and dies of SIGABRT."""
+    fake = tmp_path / "qemu-system-x86_64"
+    fake.write_text(
+        "#!/bin/sh\n"
+        "echo 'qemu-system-x86_64: error: failed to set MSR 0x10a to 0x69' >&2\n"
+        "echo \"qemu-system-x86_64: ../../target/i386/kvm/kvm.c:3183: kvm_buf_set_msrs: Assertion "
+        "'ret == cpu->kvm_msr_buf->nmsrs' failed.\" >&2\n"
+        "exit 134\n"
+    )
+    fake.chmod(0o755)
+    guest = write_guest(tmp_path, "<cpu mode='host-model' check='full'/>")
+    result = cli(["run", guest, "--qemu", str(fake), "--caps", str(DATA / "qemu-7.2" / "caps-kvm.json"),
+                  "--verify-only"], tmp_path)
+    assert result.returncode == 1
+    assert result.stderr == (
+        "guestcpu: error: QEMU (qemu-system-x86_64) exited with status 134 during start-up; its last output:\n"
+        "  qemu-system-x86_64: error: failed to set MSR 0x10a to 0x69\n"
+        "  qemu-system-x86_64: ../../target/i386/kvm/kvm.c:3183: kvm_buf_set_msrs: Assertion "
+        "'ret == cpu->kvm_msr_buf->nmsrs' failed.\n"
+    )
+
+
 def test_hanging_qemu_times_out_and_leaves_no_process(tmp_path: Path) -> None:
     token = f"{600 + uuid.uuid4().int % 1000}.{uuid.uuid4().int % 10**6}"
     fake = tmp_path / "qemu-system-x86_64"

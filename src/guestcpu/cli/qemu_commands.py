@@ -302,8 +302,13 @@ def run_cmd(
             click.echo(f"guestcpu: CPU verified ({outcome.effective.qemu_model}); guest running, "
                        "Ctrl-C stops it", err=True)
 
+    binary = None
+    if qemu is not None:
+        from guestcpu.qemu.process import resolve_binary
+
+        binary = resolve_binary(qemu)
     outcome = run_guest(guest, caps, catalog, machine=machine or xml_machine, verify_only=verify_only,
-                        dry_run=dry_run, extra_args=qemu_args, timeout=timeout, on_started=started)
+                        dry_run=dry_run, extra_args=qemu_args, timeout=timeout, on_started=started, binary=binary)
     for warning in outcome.warnings:
         _warn(warning)
     if as_json:

@@ -320,6 +320,9 @@ def effective_cpu(
     on, off = _policy_bits(guest, catalog, offer)
     wanted = (qemu_bits | on) & ~off if qemu_model != "base" else (catalog_bits | on) & ~off
     lacking = catalog_bits & ~qemu_bits if qemu_model != "base" else 0
+    if lacking and catalog.has_feature("vmx") and not qemu_bits >> catalog.feature("vmx").index & 1:
+        # vmx-* capabilities only exist with vmx on; QEMU clears them otherwise (not a disagreement)
+        lacking &= ~sum(1 << f.index for f in catalog.features if f.name.startswith("vmx-"))
     if lacking:
         notes.append(
             f"QEMU's {qemu_model} under {caps.accel} lacks {', '.join(catalog.names(lacking))}, which the catalog's "

@@ -154,15 +154,17 @@ def guest_argv(binary: str, machine: str, accel: str, args: CpuArgs, extra: Sequ
 
 
 def plan_run(
-    guest: CpuDefinition, caps: QemuCaps, catalog: Catalog, *, machine: str | None = None, extra: Sequence[str] = ()
+    guest: CpuDefinition, caps: QemuCaps, catalog: Catalog, *, machine: str | None = None, extra: Sequence[str] = (),
+    binary: str | None = None,
 ) -> RunOutcome:
-    """Everything ``run`` would do, without launching (``--dry-run``)."""
+    """Everything ``run`` would do, without launching (``--dry-run``); ``binary`` defaults to the probed one."""
     if machine is None:
         default = caps.default_machine()
         machine = (default.alias or default.name) if default else "pc"
     eff = effective_cpu(guest, caps, catalog, machine=machine)
     args = cpu_args(eff, caps, catalog)
-    return RunOutcome(guest_argv(caps.binary, machine, caps.accel, args, extra), args, eff, machine, eff.check_name)
+    argv = guest_argv(binary or caps.binary, machine, caps.accel, args, extra)
+    return RunOutcome(argv, args, eff, machine, eff.check_name)
 
 
 async def _launch(
@@ -216,13 +218,14 @@ def run_guest(
     extra_args: Sequence[str] = (),
     timeout: float = DEFAULT_TIMEOUT,
     on_started: Callable[[RunOutcome], None] | None = None,
+    binary: str | None = None,
 ) -> RunOutcome:
     """Start ``guest`` paused on this QEMU, verify its CPU per its ``check``, then run or stop it.
 
     Raises ``CpuMismatchError`` (exit status 2) when check='full' finds any missing or
     extra feature, or check='partial' finds the capabilities cannot give the CPU.
     """
-    outcome = plan_run(guest, caps, catalog, machine=machine, extra=extra_args)
+    outcome = plan_run(guest, caps, catalog, machine=machine, extra=extra_args, binary=binary)
     if outcome.check == "partial" or dry_run:
         judged = hypervisor_compare(guest, caps, catalog, machine=outcome.machine)
         if judged.comparison.missing_features:

@@ -282,11 +282,6 @@ XXE_REJECTED = [
         "model-text",
         ["compare", str(HOST)],
         id="model-text",
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="BUG: <model>&xxe;</model> is silently read as 'no model' (the unresolved entity is dropped); "
-            "compare answers 'superset' with exit 0 instead of rejecting the document",
-        ),
     ),
 ]
 

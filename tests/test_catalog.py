@@ -338,12 +338,6 @@ def test_override_tie_is_decided_by_the_builtin_order(tmp_path: Path) -> None:
     assert decode(facts_of("EPYC-7502-32-Core"), catalog, CpuType.HOST).model.name == "RomeClone"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a drop-in overriding a built-in version with a full 'features' list and no 'base' gets "
-    "family=<its own name> (loader._dropin_model), so it drops out of its family: versions('Skylake-Client') "
-    "no longer lists Skylake-Client-v1 although the override kept version 1 and its decode order",
-)
 def test_override_without_base_stays_in_its_family(tmp_path: Path) -> None:
     features = CATALOG.names(CATALOG.model("Skylake-Client-v1").features)
     write_dropin(tmp_path / "d", "sky.json", json.dumps(
@@ -381,11 +375,6 @@ def test_dropin_model_id(tmp_path: Path) -> None:
     assert base is not None and base.model_id != "ACME Fleet CPU"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: 'model_id' is silently ignored when the base model has no CPUID identity (every model QEMU 7.2 "
-    "lacks, e.g. EPYC-Rome-v4): the drop-in loads without error and the model_id is lost",
-)
 def test_dropin_model_id_is_never_silently_dropped(tmp_path: Path) -> None:
     assert CATALOG.model("EPYC-Rome-v4").identity is None
     write_dropin(tmp_path / "d", "a.toml", '[[model]]\nname = "FleetRome"\nbase = "EPYC-Rome-v4"\n'
@@ -412,11 +401,6 @@ def test_files_apply_in_name_order_and_build_on_each_other(tmp_path: Path) -> No
     assert {"vaes", "avx512f"} <= set(catalog.names(derived.features))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: within one drop-in file a model cannot use an earlier model of the same file as its base "
-    "(apply_dropins only rebuilds the catalog between files): 'unknown CPU model FleetBase'",
-)
 def test_model_based_on_earlier_model_of_same_file(tmp_path: Path) -> None:
     write_dropin(tmp_path / "d", "fleet.toml", '[[model]]\nname = "FleetBase"\nbase = "EPYC-Rome-v4"\n\n'
                  '[[model]]\nname = "FleetDerived"\nbase = "FleetBase"\nadd = ["vaes"]\n')

@@ -58,11 +58,7 @@ FIXTURES = sorted(XML.glob("*.xml"))
 CPUDATA_FILES = [p for p in sorted(CPUTESTDATA.glob("x86_64-cpuid-*.xml")) if b"<cpudata" in p.read_bytes()]
 
 #: round-trip failures that are bugs in src/ (see the xfail reasons)
-ROUND_TRIP_BUGS = {
-    "x86_64-host-model-nofallback.xml": "BUG: <cpu mode='host-model'><model fallback='forbid'/> loses its fallback: "
-    "parse keeps fallback=forbid with model=None, but format_cpu writes <model> only when there is a model name "
-    "(libvirt's virCPUDefFormatBuf writes <model fallback='...'/> for every host-model guest CPU)",
-}
+ROUND_TRIP_BUGS: dict[str, str] = {}
 
 
 @pytest.fixture(scope="module")
@@ -285,12 +281,6 @@ def test_host_passthrough_check_and_migratable_survive() -> None:
     assert text.startswith("<cpu mode='host-passthrough' check='none' migratable='on'>")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: format_cpu writes unmodelled children (extra_xml) right after <topology>, so a capabilities "
-    "host CPU comes out as topology, counter, maxphysaddr, pages, features; libvirt writes counter before "
-    "topology and the <pages> after the features",
-)
 def test_capabilities_cpu_formats_in_libvirt_order() -> None:
     path = XML / "capabilities-core-i7-7700.xml"
     cpu = parse_cpu(path.read_bytes(), path.name)
@@ -365,21 +355,10 @@ def test_cpu_test_wrapper_holds_several_cpus() -> None:
         pytest.param(
             "<!-- hosts of rack 12 -->\n",
             id="leading-comment",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="BUG: parse_cpus wraps consecutive <cpu> elements only when the data starts with '<cpu'; "
-                "a leading comment makes it a 'not well-formed XML: Extra content' error (virsh cpu-baseline "
-                "accepts it)",
-            ),
         ),
         pytest.param(
             "<?xml version='1.0' encoding='UTF-8'?>\n",
             id="leading-xml-declaration",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="BUG: parse_cpus has _strip_xml_decl for this case but checks startswith(b'<cpu') first, "
-                "so a multi-<cpu> file with an XML declaration fails with 'Extra content at the end'",
-            ),
         ),
     ],
 )

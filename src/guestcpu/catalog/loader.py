@@ -181,31 +181,41 @@ def _dropin_model(entry: Any, path: Path, catalog: Catalog, order: int) -> CpuMo
         value = entry.get(key, [])
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise InputError(f"{where}: model '{name}': '{key}' must be a list of feature names")
-    if "base" in entry:
-        base = catalog.model(entry["base"], where)
-        features, vendor, signatures = base.features, base.vendor, base.signatures
-        identity = base.identity
-    elif "features" in entry:
-        features, vendor, signatures, identity = 0, None, (), None
-    else:
+    # An override of a built-in keeps what it does not restate: family, version,
+    # signatures, CPUID identity and decode order.
+    existing = catalog.find_model(name)
+    base = catalog.model(entry["base"], where) if "base" in entry else None
+    start = base or existing
+    if "base" not in entry and "features" not in entry:
         raise InputError(f"{where}: model '{name}' needs 'base' (a model to start from) or 'features' (a full list)")
+    features = base.features if base is not None else 0
+    vendor = start.vendor if start else None
+    signatures = start.signatures if start else ()
+    identity = start.identity if start else None
     features |= catalog.bits(entry.get("features", []), where)
     features |= catalog.bits(entry.get("add", []), where)
     features &= ~catalog.bits(entry.get("remove", []), where)
     if "vendor" in entry:
         vendor = catalog.vendor(entry["vendor"], where).name
-    if identity is not None and "model_id" in entry:
+    if "model_id" in entry:
+        if identity is None:
+            raise InputError(
+                f"{where}: model '{name}' sets model_id, but its base has no CPUID identity (QEMU does not know "
+                "it); start from a model QEMU defines, e.g. one listed with 'QEMU 7.2: yes' by 'guestcpu models'"
+            )
         identity = CpuidIdentity(**{**identity.__dict__, "model_id": str(entry["model_id"])})
     if "signatures" in entry:
         signatures = _signatures(entry["signatures"])
     base_name = entry.get("base")
+    family = existing.family if existing else (base.family if base else name)
     return CpuModel(
         name=name,
-        order=order,
+        order=existing.order if existing else order,
         vendor=vendor,
         features=features,
         signatures=signatures,
-        family=catalog.model(base_name).family if base_name else name,
+        version=existing.version if existing else None,
+        family=family,
         decode_host=True,
         decode_guest=True,
         deprecated=bool(entry.get("deprecated", False)),
@@ -226,13 +236,10 @@ def apply_dropins(catalog: Catalog, directories: Iterable[Path]) -> Catalog:
     for path in files:
         for entry in _read_dropin(path):
             model = _dropin_model(entry, path, current, order)
-            order += 1
-            existing = models.get(model.name)
-            if existing is not None:
-                # An override keeps the built-in's place in the decode order.
-                model = CpuModel(**{**model.__dict__, "order": existing.order, "version": existing.version})
             models[model.name] = model
-        current = Catalog(catalog.features, catalog.vendors, tuple(models.values()), catalog.source)
+            order += 1
+            # Later entries, in this file too, may build on this one.
+            current = Catalog(catalog.features, catalog.vendors, tuple(models.values()), catalog.source)
     return Catalog(catalog.features, catalog.vendors, tuple(models.values()), f"{catalog.source}+drop-ins")
 
 

@@ -129,12 +129,19 @@ def baseline_cmd(
     """
     from guestcpu.cli.inputs import host_cpus_from_bytes
     from guestcpu.engine.baseline import baseline
+    from guestcpu.engine.cpubits import compile_cpu
     from guestcpu.formats.libvirt_xml import format_cpu
 
     catalog = load_catalog_for(ctx)
     cpus: list[CpuDefinition] = []
     for path in files:
-        cpus.extend(host_cpus_from_bytes(read_input(path), path, catalog))
+        found = host_cpus_from_bytes(read_input(path), path, catalog)
+        for cpu in found:
+            # Validate here so that an unknown model, feature or vendor names its file.
+            compile_cpu(cpu, catalog, path)
+            if cpu.vendor is not None:
+                catalog.vendor(cpu.vendor, path)
+        cpus.extend(found)
     allowed = None
     if models:
         allowed = {catalog.model(name, "--model").name: () for name in models}

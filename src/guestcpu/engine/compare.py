@@ -117,6 +117,8 @@ def compare(host: CpuDefinition, guest: CpuDefinition, catalog: Catalog) -> Comp
     """Compare ``guest`` against ``host``.  Unknown models or features raise ``UnknownNameError``."""
     if host.model is None:
         raise InputError("the host CPU has no model; expected a host <cpu> with <model> or a CPUID dump")
+    if host.vendor is not None:
+        catalog.vendor(host.vendor, "host CPU")
     host_bits = compile_cpu(host, catalog, "host CPU")
     guest_bits = compile_cpu(guest, catalog, "guest CPU")
     strict = guest.type is CpuType.GUEST and guest.match is Match.STRICT

@@ -183,9 +183,10 @@ def _domcaps_host_model(root: Any, source: str) -> CpuDefinition:
 def parse_cpus(data: bytes, source: str) -> list[CpuDefinition]:
     """Every CPU in a document (one or more ``<cpu>``, capabilities, domcaps or domain)."""
     stripped = data.strip()
-    if stripped.startswith(b"<cpu") and stripped.count(b"<cpu") > 1 and not stripped.startswith(b"<cpuTest"):
+    body = _strip_prolog(stripped)
+    if body.startswith(b"<cpu") and not body.startswith(b"<cpuTest") and body.count(b"<cpu") > 1:
         # virsh cpu-baseline accepts <cpu> elements written one after another.
-        stripped = b"<cpus>" + _strip_xml_decl(stripped) + b"</cpus>"
+        stripped = b"<cpus>" + body + b"</cpus>"
     root = parse_xml_bytes(stripped, source)
     if root.tag == "domainCapabilities":
         return [_domcaps_host_model(root, source)]
@@ -198,10 +199,15 @@ def parse_cpus(data: bytes, source: str) -> list[CpuDefinition]:
     return [cpu_from_element(n, source) for n in nodes]
 
 
-def _strip_xml_decl(data: bytes) -> bytes:
-    while data.startswith(b"<?"):
-        data = data[data.index(b"?>") + 2 :].lstrip()
-    return data
+def _strip_prolog(data: bytes) -> bytes:
+    """``data`` without a leading XML declaration and comments."""
+    while True:
+        if data.startswith(b"<?") and b"?>" in data:
+            data = data[data.index(b"?>") + 2 :].lstrip()
+        elif data.startswith(b"<!--") and b"-->" in data:
+            data = data[data.index(b"-->") + 3 :].lstrip()
+        else:
+            return data
 
 
 def parse_cpu(data: bytes, source: str) -> CpuDefinition:
@@ -214,7 +220,18 @@ def parse_cpu(data: bytes, source: str) -> CpuDefinition:
 # -- writing -------------------------------------------------------------------------
 
 
+#: Where libvirt writes child elements guestcpu keeps verbatim, relative to the ones it models.
+_BEFORE_TOPOLOGY = {"counter"}
+_AFTER_FEATURES = {"pages", "numa"}
+
+
+def _extra_tag(extra: str) -> str:
+    return extra[1:].split(None, 1)[0].rstrip("/>")
+
+
 def cpu_to_element(cpu: CpuDefinition) -> Any:
+    """libvirt's element order (virCPUDefFormatBuf): arch, model, vendor, microcode,
+    signature, counter, topology, cache/maxphysaddr, features, then numa/pages."""
     node = etree.Element("cpu")
     if cpu.type is CpuType.GUEST:
         if cpu.mode is not None:
@@ -227,13 +244,14 @@ def cpu_to_element(cpu: CpuDefinition) -> Any:
             node.set("migratable", cpu.migratable)
     if cpu.arch is not None:
         etree.SubElement(node, "arch").text = cpu.arch
-    if cpu.model is not None:
+    if cpu.model is not None or (cpu.type is CpuType.GUEST and cpu.fallback is not None):
         model = etree.SubElement(node, "model")
         if cpu.fallback is not None and cpu.type is CpuType.GUEST:
             model.set("fallback", cpu.fallback.value)
         if cpu.vendor_id is not None:
             model.set("vendor_id", cpu.vendor_id)
-        model.text = cpu.model
+        if cpu.model is not None:
+            model.text = cpu.model
     if cpu.vendor is not None:
         etree.SubElement(node, "vendor").text = cpu.vendor
     if cpu.microcode is not None:
@@ -241,6 +259,10 @@ def cpu_to_element(cpu: CpuDefinition) -> Any:
     if cpu.signature is not None:
         fam, mod, step = cpu.signature
         etree.SubElement(node, "signature", family=str(fam), model=str(mod), stepping=str(step))
+    extras = [(e, _extra_tag(e)) for e in cpu.extra_xml]
+    for extra, tag in extras:
+        if tag in _BEFORE_TOPOLOGY:
+            node.append(etree.fromstring(extra))
     if cpu.topology is not None:
         topo = etree.SubElement(node, "topology", sockets=str(cpu.topology.sockets))
         if cpu.topology.dies is not None:
@@ -249,13 +271,17 @@ def cpu_to_element(cpu: CpuDefinition) -> Any:
             topo.set("clusters", str(cpu.topology.clusters))
         topo.set("cores", str(cpu.topology.cores))
         topo.set("threads", str(cpu.topology.threads))
-    for extra in cpu.extra_xml:
-        node.append(etree.fromstring(extra))
+    for extra, tag in extras:
+        if tag not in _BEFORE_TOPOLOGY and tag not in _AFTER_FEATURES:
+            node.append(etree.fromstring(extra))
     for feature in cpu.features:
         feat = etree.SubElement(node, "feature")
         if cpu.type is CpuType.GUEST and feature.policy is not None:
             feat.set("policy", feature.policy.value)
         feat.set("name", feature.name)
+    for extra, tag in extras:
+        if tag in _AFTER_FEATURES:
+            node.append(etree.fromstring(extra))
     return node
 
 

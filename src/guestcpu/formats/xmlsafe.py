@@ -28,9 +28,15 @@ def parse_xml_bytes(data: bytes, source: str) -> Any:
     if not data.strip():
         raise InputError(f"{source} is empty; expected an XML document")
     try:
-        return etree.fromstring(data, _PARSER)
+        root = etree.fromstring(data, _PARSER)
     except etree.XMLSyntaxError as exc:
         raise InputError(f"{source} is not well-formed XML: {exc.msg} (line {exc.lineno})") from None
+    doctype: str = getattr(root.getroottree().docinfo, "doctype", "")
+    if doctype:
+        # libvirt documents never carry a DTD; one here can only smuggle in entities.
+        raise InputError(f"{source} has a <!DOCTYPE> declaration; guestcpu reads plain libvirt XML without DTDs "
+                         "or entities")
+    return root
 
 
 def parse_xml_file(path: Path) -> Any:

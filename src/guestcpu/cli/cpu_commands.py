@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import click
 
@@ -75,30 +76,68 @@ def host_cmd(ctx: click.Context, cpuid_file: str | None, flavor: str, as_json: b
         click.echo(format_cpu(result.cpu), nl=False)
 
 
+def _hypervisor_options(command: Any) -> Any:
+    """--hypervisor / --caps / --qemu / --accel / --machine: judge against what QEMU can give."""
+    from guestcpu.cli.qemu_commands import accel_option, caps_option, machine_option, qemu_option
+
+    command = click.option(
+        "--hypervisor", is_flag=True,
+        help="Judge against what QEMU can give on this host (like virsh hypervisor-cpu-*), not a host CPU.",
+    )(command)
+    for option in (qemu_option, accel_option, caps_option, machine_option):
+        command = option(command)
+    return click.option(
+        "--arch", type=click.Choice(["x86_64", "s390x"]), default="x86_64", show_default=True,
+        help="s390x: CPUs are QEMU model specs ('z14,vx=off') or <cpu> files, answered by QEMU itself.",
+    )(command)
+
+
 @click.command("compare")
-@click.argument("host_file", metavar="HOST")
-@click.argument("cpu_file", metavar="CPU")
+@click.argument("files", metavar="[HOST] CPU", nargs=-1, required=True)
 @click.option("--error", "fail_incompatible", is_flag=True,
               help=f"Exit with status {EXIT_INCOMPATIBLE} when the CPUs are incompatible.")
+@_hypervisor_options
 @json_option
 @click.pass_context
-def compare_cmd(ctx: click.Context, host_file: str, cpu_file: str, fail_incompatible: bool, as_json: bool) -> None:
-    """Can HOST run the guest CPU in CPU?
+def compare_cmd(
+    ctx: click.Context, files: tuple[str, ...], fail_incompatible: bool, hypervisor: bool, qemu: str | None,
+    accel: str | None, caps_file: str | None, machine: str | None, arch: str, as_json: bool,
+) -> None:
+    """Can HOST (or this host's QEMU) run the guest CPU in CPU?
 
     HOST: a CPUID dump, a libvirt host <cpu>, or a capabilities document.
-    CPU: a guest <cpu> or a domain XML.
+    CPU: a guest <cpu> or a domain XML.  With --hypervisor or --caps FILE, give only
+    CPU: it is judged against what QEMU can give (this host's, or the captured one).
     """
     from guestcpu.cli.inputs import guest_cpu_from_bytes, host_cpus_from_bytes
     from guestcpu.engine.compare import CompareResult, compare
 
+    if arch == "s390x":
+        _s390x_compare(files, qemu, fail_incompatible, as_json)
+        return
+    against_qemu = hypervisor or caps_file is not None
+    expected = 1 if against_qemu else 2
+    if len(files) != expected:
+        usage = "CPU (with --hypervisor/--caps)" if against_qemu else "HOST CPU (or --hypervisor CPU)"
+        raise InputError(f"compare takes {usage}; got {len(files)} file(s)")
     catalog = load_catalog_for(ctx)
-    hosts = host_cpus_from_bytes(read_input(host_file), host_file, catalog)
-    if len(hosts) != 1:
-        raise InputError(f"{host_file}: expected one host CPU, found {len(hosts)}")
-    guest = guest_cpu_from_bytes(read_input(cpu_file), cpu_file)
-    result = compare(hosts[0].with_(type=CpuType.HOST), guest, catalog)
+    guest = guest_cpu_from_bytes(read_input(files[-1]), files[-1])
+    extra: dict[str, object] = {}
+    if against_qemu:
+        from guestcpu.cli.qemu_commands import obtain_caps
+        from guestcpu.qemu.hypervisor import hypervisor_compare
+
+        caps, source = obtain_caps(qemu, accel, caps_file=caps_file)
+        hv = hypervisor_compare(guest, caps, catalog, machine=machine)
+        result = hv.comparison
+        extra = {**hv.as_dict(), "caps": source}
+    else:
+        hosts = host_cpus_from_bytes(read_input(files[0]), files[0], catalog)
+        if len(hosts) != 1:
+            raise InputError(f"{files[0]}: expected one host CPU, found {len(hosts)}")
+        result = compare(hosts[0].with_(type=CpuType.HOST), guest, catalog)
     if as_json:
-        emit_json(result.as_dict())
+        emit_json({**result.as_dict(), **extra})
     else:
         click.echo(f"{result.result.value}: {result.summary}")
         if result.missing_features:
@@ -106,8 +145,27 @@ def compare_cmd(ctx: click.Context, host_file: str, cpu_file: str, fail_incompat
         if result.forbidden_features:
             click.echo(f"  forbidden but present: {', '.join(result.forbidden_features)}")
         if result.extra_features and (result.result is not CompareResult.INCOMPATIBLE or not result.missing_bits):
-            click.echo(f"  extra host features: {', '.join(result.extra_features)}")
+            label = "extra features on offer" if against_qemu else "extra host features"
+            click.echo(f"  {label}: {', '.join(result.extra_features)}")
     if fail_incompatible and result.result is CompareResult.INCOMPATIBLE:
+        sys.exit(EXIT_INCOMPATIBLE)
+
+
+def _s390x_compare(files: tuple[str, ...], qemu: str | None, fail_incompatible: bool, as_json: bool) -> None:
+    from guestcpu.qemu.s390x import compare_models, parse_model_spec
+
+    if len(files) > 2:
+        raise InputError(f"s390x compare takes CPU [OTHER]; got {len(files)} arguments")
+    # libvirt's argument order (HOST CPU) reads as: is CPU runnable where HOST is?
+    cpu = parse_model_spec(files[-1])
+    other = parse_model_spec(files[0]) if len(files) == 2 else None
+    result = compare_models(cpu, other, binary=qemu)
+    if as_json:
+        emit_json(result.as_dict())
+    else:
+        props = ", ".join(result.responsible_properties)
+        click.echo(f"{result.result}" + (f": {props}" if props else ""))
+    if fail_incompatible and result.result == "incompatible":
         sys.exit(EXIT_INCOMPATIBLE)
 
 
@@ -117,21 +175,35 @@ def compare_cmd(ctx: click.Context, host_file: str, cpu_file: str, fail_incompat
 @click.option("--migratable", is_flag=True, help="Leave out features that block migration (invtsc, xsaves).")
 @click.option("--model", "models", multiple=True, metavar="NAME",
               help="Only consider these models (repeatable).")
+@_hypervisor_options
 @json_option
 @click.pass_context
 def baseline_cmd(
-    ctx: click.Context, files: tuple[str, ...], expand: bool, migratable: bool, models: tuple[str, ...], as_json: bool
+    ctx: click.Context, files: tuple[str, ...], expand: bool, migratable: bool, models: tuple[str, ...],
+    hypervisor: bool, qemu: str | None, accel: str | None, caps_file: str | None, machine: str | None, arch: str,
+    as_json: bool,
 ) -> None:
     """The best CPU that every CPU in FILE... can run.
 
     Each FILE holds one or more host CPUs: <cpu> elements one after another (as
     'virsh cpu-baseline' takes them), a capabilities document, or a CPUID dump.
+    With --hypervisor or --caps FILE the result is also startable by that QEMU: every
+    feature it requires is in QEMU's offer.
     """
     from guestcpu.cli.inputs import host_cpus_from_bytes
     from guestcpu.engine.baseline import baseline
     from guestcpu.engine.cpubits import compile_cpu
     from guestcpu.formats.libvirt_xml import format_cpu
 
+    if arch == "s390x":
+        from guestcpu.qemu.s390x import baseline_models, parse_model_spec
+
+        s390 = baseline_models([parse_model_spec(f) for f in files], binary=qemu)
+        if as_json:
+            emit_json(s390.as_dict())
+        else:
+            click.echo(s390.spec)
+        return
     catalog = load_catalog_for(ctx)
     cpus: list[CpuDefinition] = []
     for path in files:
@@ -142,18 +214,37 @@ def baseline_cmd(
             if cpu.vendor is not None:
                 catalog.vendor(cpu.vendor, path)
         cpus.extend(found)
-    allowed = None
+    allowed: dict[str, tuple[str, ...]] | None = None
     if models:
         allowed = {catalog.model(name, "--model").name: () for name in models}
-    result = baseline(cpus, catalog, expand=expand, migratable=migratable, models=allowed)
+    extra: dict[str, object] = {}
+    if hypervisor or caps_file is not None:
+        from guestcpu.cli.qemu_commands import obtain_caps
+        from guestcpu.qemu.hypervisor import hypervisor_baseline, qemu_models
+
+        caps, source = obtain_caps(qemu, accel, caps_file=caps_file)
+        if allowed is not None:
+            offered = qemu_models(caps, catalog)
+            allowed = {name: offered[name] for name in allowed if name in offered}
+        hv = hypervisor_baseline(cpus, caps, catalog, migratable=migratable, expand=expand,
+                                 machine=machine, models=allowed)
+        cpu_out = hv.cpu
+        dropped = hv.engine.dropped_features
+        extra = {"caps": source, "accel": caps.accel, "qemu_model": hv.qemu_model, "not_offered": hv.not_offered,
+                 "qemu_added": hv.qemu_added, "notes": list(hv.notes)}
+    else:
+        result = baseline(cpus, catalog, expand=expand, migratable=migratable, models=allowed)
+        cpu_out = result.cpu
+        dropped = result.dropped_features
     if as_json:
         emit_json(
             {
-                **_cpu_json(result.cpu),
+                **_cpu_json(cpu_out),
                 "inputs": len(cpus),
-                "dropped_features": result.dropped_features,
-                "xml": format_cpu(result.cpu),
+                "dropped_features": dropped,
+                **extra,
+                "xml": format_cpu(cpu_out),
             }
         )
     else:
-        click.echo(format_cpu(result.cpu), nl=False)
+        click.echo(format_cpu(cpu_out), nl=False)

@@ -65,13 +65,51 @@ def _version_diffs(catalog: Catalog, family: str) -> list[dict[str, object]]:
     return diffs
 
 
+def _machine_types(catalog: Catalog, name: str, as_json: bool) -> None:
+    """Which version ``name`` means per machine type (this host's QEMU, else the rules alone)."""
+    from guestcpu.errors import GuestCpuError
+    from guestcpu.lifecycle.versions import machine_type_table
+
+    catalog.model(name)
+    caps = None
+    source = "QEMU's rules (no QEMU found to list its machine types)"
+    try:
+        from guestcpu.qemu.cache import load_caps
+
+        caps = load_caps(None, "tcg").caps
+        source = f"QEMU {caps.qemu_version} ({caps.binary})"
+    except GuestCpuError:
+        pass
+    rows = machine_type_table(name, catalog, caps)
+    if as_json:
+        emit_json({
+            "model": name,
+            "source": source,
+            "machine_types": [
+                {"rule": r.rule, "resolves_to": r.resolves_to, "machines": list(r.machines), "note": r.note}
+                for r in rows
+            ],
+        })
+        return
+    click.echo(f"{name} by machine type ({source}):")
+    for row in rows:
+        click.echo(f"  {row.rule}: {row.resolves_to} - {row.note}")
+        if row.machines:
+            click.echo(f"    {', '.join(row.machines)}")
+
+
 @click.command("model")
 @click.argument("name")
+@click.option("--machine-types", is_flag=True, help="Show which version NAME means on each machine type "
+              "(pc/q35 <= 4.0: legacy, newer: v1, microvm: latest) and for a new definition.")
 @json_option
 @click.pass_context
-def model_cmd(ctx: click.Context, name: str, as_json: bool) -> None:
+def model_cmd(ctx: click.Context, name: str, machine_types: bool, as_json: bool) -> None:
     """One model: what it resolves to, its versions, aliases, features and changes."""
     catalog = load_catalog_for(ctx)
+    if machine_types:
+        _machine_types(catalog, name, as_json)
+        return
     model = catalog.model(name)
     target = catalog.model(model.canonical)
     family_versions = catalog.versions(target.family)

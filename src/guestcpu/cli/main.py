@@ -28,6 +28,12 @@ COMMANDS: dict[str, str] = {
     "run": "guestcpu.cli.qemu_commands:run_cmd",
     "s390x-compare": "guestcpu.cli.qemu_commands:s390x_compare_cmd",
     "s390x-baseline": "guestcpu.cli.qemu_commands:s390x_baseline_cmd",
+    "define": "guestcpu.cli.lifecycle_commands:define_cmd",
+    "start": "guestcpu.cli.lifecycle_commands:start_cmd",
+    "capture": "guestcpu.cli.lifecycle_commands:capture_cmd",
+    "migrate-check": "guestcpu.cli.lifecycle_commands:migrate_check_cmd",
+    "restore-check": "guestcpu.cli.lifecycle_commands:restore_check_cmd",
+    "diff": "guestcpu.cli.lifecycle_commands:diff_cmd",
 }
 
 HELP = {
@@ -41,6 +47,12 @@ HELP = {
     "run": "Start QEMU with a guest CPU verified to be exactly the one asked for.",
     "s390x-compare": "Compare s390x CPU models (QEMU's query-cpu-model-comparison).",
     "s390x-baseline": "The s390x CPU model all given CPUs can run (QEMU's query-cpu-model-baseline).",
+    "define": "Pin a guest's CPU once: every property explicit, with an ABI fingerprint.",
+    "start": "Start a guest from its pin and verify its vCPU (check='full').",
+    "capture": "This host's CPUID and QEMU capabilities, one portable document.",
+    "migrate-check": "Can a destination give exactly this guest's pinned CPU?",
+    "restore-check": "Can a saved guest be restored there with exactly its pinned CPU?",
+    "diff": "What changed between two pins, or two captures of a host.",
 }
 
 

@@ -1,0 +1,65 @@
+"""Turn QEMU's expansion of the requested CPU on the guest's machine type into the ABI (pure)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from guestcpu.errors import InputError
+from guestcpu.lifecycle.machine_expansion import Expanded
+from guestcpu.lifecycle.pin import Abi
+
+#: Guest-visible properties a machine type's compatibility settings change, beyond the
+#: features (cache layout, extended topology leaf, vendor-specific leaves, PMU).
+#: ``phys-bits`` is left out: QEMU reports 0 before realize and the real width after.
+ABI_PROPS = ("xlevel2", "legacy-cache", "l3-cache", "cpuid-0xb", "x-vendor-cpuid-only", "pmu")
+#: For host-passthrough/maximum the user's own feature requests, applied on top of host/max.
+REQUESTED_KEY = "requested-features"
+
+
+def _int(props: Mapping[str, Any], key: str, model: str) -> int:
+    value = props.get(key)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise InputError(f"QEMU's expansion of {model} has no integer '{key}'")
+    return value
+
+
+def _str(props: Mapping[str, Any], key: str, model: str) -> str:
+    value = props.get(key)
+    if not isinstance(value, str):
+        raise InputError(f"QEMU's expansion of {model} has no '{key}'")
+    return value
+
+
+def build_abi(
+    expanded: Expanded,
+    *,
+    arch: str,
+    accel: str,
+    machine: str,
+    mode: str,
+    version: int | str | None,
+    requested_features: Mapping[str, bool] | None = None,
+) -> Abi:
+    static, full, model = expanded.static, expanded.full, expanded.model
+    features = {name: value for name, value in static.items() if isinstance(value, bool)}
+    props: dict[str, Any] = {key: full[key] for key in ABI_PROPS if key in full}
+    if mode != "custom" and requested_features:
+        props[REQUESTED_KEY] = dict(sorted(requested_features.items()))
+    return Abi(
+        arch=arch,
+        accel=accel,
+        machine=machine,
+        mode=mode,
+        model=model,
+        version=version,
+        vendor=_str(static, "vendor", model),
+        family=_int(static, "family", model),
+        model_number=_int(static, "model", model),
+        stepping=_int(static, "stepping", model),
+        level=_int(full, "level", model),
+        xlevel=_int(full, "xlevel", model),
+        model_id=_str(static, "model-id", model),
+        features=features,
+        props=props,
+    )

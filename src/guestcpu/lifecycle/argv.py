@@ -1,0 +1,79 @@
+"""The QEMU arguments that give a guest exactly its pinned CPU (pure).
+
+A custom pin is passed as its versioned model with *every* property explicit:
+vendor, family, model, stepping, level, xlevel, the machine-dependent properties and
+each feature ``=on``/``=off``; so neither a model's defaults in another QEMU build nor
+a ``-global`` in someone's wrapper can change what the guest sees.
+
+``model-id`` goes through ``-global`` instead of ``-cpu``: QEMU splits ``-cpu`` on
+commas without any escaping, and model-ids such as "Intel Core Processor (Skylake,
+IBRS)" contain commas; ``-global driver=...,property=...,value=...`` takes ``,,`` as
+an escaped comma (measured with QEMU 7.2).
+
+(Merge note: ``guestcpu.qemu.cmdline`` is to build ``-cpu`` for a fully specified CPU;
+this module is the lifecycle's own until that exists.)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from guestcpu.errors import InputError
+from guestcpu.lifecycle.abi import ABI_PROPS, REQUESTED_KEY
+from guestcpu.lifecycle.pin import Abi
+from guestcpu.qemu.process import base_args
+
+
+def _value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return str(value)
+
+
+def _check_safe(name: str, value: str) -> None:
+    if "," in value or "," in name:
+        raise InputError(f"pinned CPU property {name}={value!r} contains a comma, which -cpu cannot carry")
+
+
+def cpu_model_arg(abi: Abi, known: Iterable[str] | None = None) -> str:
+    """The ``-cpu`` value.  ``known``: the destination QEMU's feature names (omits disabled unknowns)."""
+    known_set = set(known) if known is not None else None
+    if abi.mode in ("host-passthrough", "maximum"):
+        name = "host" if (abi.mode == "host-passthrough" and abi.accel == "kvm") else "max"
+        requested = abi.props.get(REQUESTED_KEY) or {}
+        parts = [name] + [f"{k}={_value(v)}" for k, v in sorted(requested.items())]
+        return ",".join(parts)
+    parts = [
+        abi.model,
+        f"vendor={abi.vendor}",
+        f"family={abi.family}",
+        f"model={abi.model_number}",
+        f"stepping={abi.stepping}",
+        f"level={abi.level}",
+        f"xlevel={abi.xlevel}",
+    ]
+    parts += [f"{key}={_value(abi.props[key])}" for key in ABI_PROPS if key in abi.props]
+    for name in sorted(abi.features):
+        on = abi.features[name]
+        if known_set is not None and name not in known_set and not on:
+            continue  # a feature this QEMU does not know is off anyway, and naming it would fail
+        parts.append(f"{name}={_value(on)}")
+    for part in parts:
+        _check_safe(part.split("=", 1)[0], part.split("=", 1)[-1])
+    return ",".join(parts)
+
+
+def model_id_global(abi: Abi) -> list[str]:
+    if abi.mode != "custom":
+        return []
+    value = abi.model_id.replace(",", ",,")
+    return ["-global", f"driver={abi.model}-x86_64-cpu,property=model-id,value={value}"]
+
+
+def guest_args(abi: Abi, known: Iterable[str] | None = None, *, paused: bool = True) -> list[str]:
+    """Machine, accelerator and CPU arguments of a guest with this pin (no devices)."""
+    args = base_args(abi.machine, abi.accel)
+    if paused:
+        args.append("-S")
+    return [*args, "-cpu", cpu_model_arg(abi, known), *model_id_global(abi)]

@@ -1,0 +1,119 @@
+"""Start a guest from its pin: launch paused, verify the vCPU against the pin, then run.
+
+Verification is libvirt's ``check='full'``, always: any feature QEMU added, dropped or
+filtered, and any identity property that differs, stops the guest before a single
+instruction runs (``PinMismatchError``, exit status 2).
+
+A *fresh* start of a host-relative guest (host-model, ``match='minimum'``,
+host-passthrough, maximum) first recomputes the pin from the current capabilities;
+an incoming migration or a restore (``fresh=False``) uses the pin exactly as it is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+from guestcpu.catalog.catalog import Catalog
+from guestcpu.lifecycle.argv import guest_args
+from guestcpu.lifecycle.define import Target, recompute
+from guestcpu.lifecycle.live import LiveCpu, PinMismatchError, compare_live, read_live
+from guestcpu.lifecycle.migration import wait_incoming
+from guestcpu.lifecycle.pin import Pin
+from guestcpu.lifecycle.supported import known_features
+from guestcpu.qemu.process import DEFAULT_TIMEOUT, QemuProcess
+
+
+@dataclass(frozen=True)
+class StartPlan:
+    pin: Pin
+    recomputed: bool
+    previous_fingerprint: str | None = None
+
+
+def plan_start(
+    pin: Pin, target: Target, catalog: Catalog, *, fresh: bool, timeout: float = DEFAULT_TIMEOUT
+) -> StartPlan:
+    """The pin this start runs with: recomputed only for a fresh start of a host-relative guest."""
+    if fresh and pin.policy.recompute:
+        renewed = recompute(pin, target, catalog, timeout)
+        return StartPlan(renewed, True, pin.fingerprint)
+    return StartPlan(pin, False)
+
+
+@dataclass
+class RunningGuest:
+    qemu: QemuProcess
+    live: LiveCpu
+    argv: list[str]
+    launch_seconds: float
+
+
+@contextlib.asynccontextmanager
+async def verified_guest(
+    pin: Pin,
+    binary: str,
+    catalog: Catalog,
+    *,
+    known: Iterable[str] | None = None,
+    extra_args: Sequence[str] = (),
+    incoming: str | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    name: str = "guest",
+) -> AsyncIterator[RunningGuest]:
+    """A paused QEMU whose vCPU has been checked against ``pin``; stopped on leaving."""
+    args = guest_args(pin.abi, known)
+    args += list(extra_args)
+    if incoming is not None:
+        args += ["-incoming", incoming]
+    start = time.perf_counter()
+    async with QemuProcess(binary, args, timeout=timeout, name=name) as qemu:
+        live = await read_live(qemu, pin.abi)
+        mismatch = compare_live(pin.abi, live, catalog)
+        if not mismatch.ok:
+            raise PinMismatchError(mismatch, f"QEMU {binary}, {pin.abi.accel}, {pin.abi.machine}")
+        yield RunningGuest(qemu, live, [binary, *args], time.perf_counter() - start)
+
+
+@dataclass(frozen=True)
+class StartResult:
+    plan: StartPlan
+    live: LiveCpu
+    argv: list[str]
+    launch_seconds: float
+    exit_status: int | None = None
+
+
+async def start_async(
+    plan: StartPlan,
+    target: Target,
+    catalog: Catalog,
+    *,
+    verify_only: bool = False,
+    extra_args: Sequence[str] = (),
+    incoming: str | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    on_verified: Callable[[RunningGuest], None] | None = None,
+) -> StartResult:
+    """Launch, verify and (unless ``verify_only``) run the guest until QEMU exits."""
+    async with verified_guest(
+        plan.pin,
+        target.binary,
+        catalog,
+        known=known_features(target.caps),
+        extra_args=extra_args,
+        incoming=incoming,
+        timeout=timeout,
+    ) as guest:
+        if on_verified is not None:
+            on_verified(guest)
+        status = None
+        if not verify_only:
+            if incoming is not None:
+                # The destination stays paused (-S) until the guest's state has arrived.
+                await wait_incoming(guest.qemu)
+            await guest.qemu.execute("cont")
+            status = await guest.qemu.wait()
+        return StartResult(plan, guest.live, guest.argv, guest.launch_seconds, status)

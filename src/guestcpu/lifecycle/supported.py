@@ -1,0 +1,40 @@
+"""What one QEMU binary under one accelerator can give a guest, as a set of feature names (pure).
+
+The static expansion of ``host`` (KVM) or ``max`` (TCG) is most of the answer, but not
+all of it: under KVM QEMU always grants ``topoext`` although ``host`` does not show it,
+and ``invtsc`` only appears with ``migratable=off``.  QEMU's own verdict per model
+(``unavailable-features`` of ``query-cpu-definitions``) is authoritative, so every
+feature some model asks for without QEMU blocking it counts as supported too.  On this
+host's QEMU 7.2 that union equals QEMU's blockers for all 132 models under both
+accelerators (tests/test_lifecycle_checks.py).
+"""
+
+from __future__ import annotations
+
+from guestcpu.qemu.caps import QemuCaps
+
+#: QEMU features that block live migration whatever the host (QEMU's unmigratable_flags).
+ALWAYS_NON_MIGRATABLE = frozenset({"invtsc"})
+
+
+def supported_features(caps: QemuCaps) -> frozenset[str]:
+    """QEMU property names of every feature ``caps``' accelerator can give a guest."""
+    found: set[str] = set(caps.host_static.enabled) if caps.host_static else set()
+    found |= set(caps.non_migratable)
+    for model in caps.models:
+        if model.expansion is not None:
+            found |= set(model.expansion.enabled) - set(model.blockers)
+    return frozenset(found)
+
+
+def non_migratable_features(caps: QemuCaps) -> frozenset[str]:
+    return frozenset(caps.non_migratable) | ALWAYS_NON_MIGRATABLE
+
+
+def known_features(caps: QemuCaps) -> frozenset[str]:
+    """Every feature property this QEMU knows (true or false in its static expansions)."""
+    known = set(caps.known_props)
+    for model in caps.models:
+        if model.expansion is not None:
+            known |= set(model.expansion.enabled)
+    return frozenset(known)

@@ -66,6 +66,8 @@ class Comparison:
     @property
     def summary(self) -> str:
         """The reason in a few words, without the feature list."""
+        if self.note and self.missing_bits:
+            return f"{self.note.partition(': missing')[0]}: {self.missing_bits.bit_count()} feature(s) missing"
         if self.note:
             return self.note
         if self.forbidden_bits:

@@ -410,7 +410,7 @@ def hypervisor_compare(
     if missing:
         comparison = Comparison(
             CompareResult.INCOMPATIBLE, catalog, missing_bits=missing, extra_bits=extra,
-            note=f"{where} cannot give {eff.qemu_model}: {missing.bit_count()} feature(s) missing",
+            note=f"{where} cannot give {eff.qemu_model}: missing {', '.join(catalog.names(missing))}",
         )
     elif extra:
         comparison = Comparison(

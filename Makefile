@@ -37,15 +37,21 @@ debs-test:
 	@$(MAKE) --no-print-directory apt DEBS="$(TEST_DEBS)"
 
 demo: debs-demo $(STAMP)
-	@echo "== guestcpu $$($(BIN)/guestcpu --version | cut -d' ' -f3): this host's CPU, decoded (libvirt capabilities form)"
+	@echo "== guestcpu $$($(BIN)/guestcpu --version | cut -d' ' -f3): this host's CPU, decoded from CPUID (libvirt capabilities form)"
 	$(BIN)/guestcpu host
-	@echo "== the same CPU as a guest CPU (features may be disabled)"
-	$(BIN)/guestcpu host --flavor guest
-	@echo "== can this host run a Skylake-Client-v4 guest?"
-	$(BIN)/guestcpu host > $(VENV)/demo-host.xml
+	@echo "== what this host's QEMU can give a guest (probed once, then cached)"
+	$(BIN)/guestcpu caps
+	@echo "== can this host's QEMU run a Skylake-Client-v4 guest?  (the deciding features are named)"
 	printf "<cpu mode='custom' match='exact'><model>Skylake-Client-v4</model></cpu>\n" > $(VENV)/demo-guest.xml
-	$(BIN)/guestcpu compare $(VENV)/demo-host.xml $(VENV)/demo-guest.xml
-	@echo "== the model and its versions"
+	$(BIN)/guestcpu compare --hypervisor $(VENV)/demo-guest.xml
+	@echo "== a CPU every host of a small fleet (this one + a Skylake server) can run, startable under TCG"
+	$(BIN)/guestcpu host > $(VENV)/demo-fleet.xml
+	$(BIN)/guestcpu host --cpuid tests/data/libvirt-11.3/cputestdata/x86_64-cpuid-Xeon-Gold-6148.xml >> $(VENV)/demo-fleet.xml
+	$(BIN)/guestcpu baseline --hypervisor --accel tcg $(VENV)/demo-fleet.xml > $(VENV)/demo-baseline.xml
+	cat $(VENV)/demo-baseline.xml
+	@echo "== start it paused under TCG and verify what the vCPU really got (check='full')"
+	$(BIN)/guestcpu run --accel tcg --verify-only $(VENV)/demo-baseline.xml
+	@echo "== the model catalog: versions, aliases, what changed"
 	$(BIN)/guestcpu model Skylake-Client
 
 lint: $(STAMP)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -104,12 +105,47 @@ def median_time(fn: Any, repeat: int) -> float:
     return statistics.median(times)
 
 
+def _libvirt_qemu_account() -> str | None:
+    """Debian's libvirt looks up the libvirt-qemu user before reading qemu.conf; create it if missing.
+
+    libvirt-daemon-system's postinst would create it, but that package needs systemd;
+    as root the benchmark makes the same system account (uid/gid 64055 when free).
+    """
+    import grp
+    import pwd
+
+    try:
+        pwd.getpwnam("libvirt-qemu")
+        return None
+    except KeyError:
+        pass
+    if os.geteuid() != 0:
+        return "the libvirt-qemu user is missing and creating it needs root"
+    try:
+        grp.getgrnam("libvirt-qemu")
+    except KeyError:
+        subprocess.run(["groupadd", "--system", "libvirt-qemu"], check=True)
+    subprocess.run(
+        ["useradd", "--system", "--gid", "libvirt-qemu", "--home-dir", "/var/lib/libvirt", "--no-create-home",
+         "--shell", "/usr/sbin/nologin", "--comment", "Libvirt Qemu", "libvirt-qemu"],
+        check=True,
+    )
+    print("(created the libvirt-qemu system account libvirt expects, as libvirt-daemon-system would)")
+    return None
+
+
 def libvirt_cold(binary: str, accel: str) -> float | str:
     """Seconds until an empty embedded libvirt answers domcapabilities, or why it could not run."""
     virsh = shutil.which("virsh")
     if virsh is None:
         return "virsh not installed"
+    problem = _libvirt_qemu_account()
+    if problem:
+        return problem
     root = tempfile.mkdtemp(prefix="guestcpu-bench-libvirt-")
+    # As in shared research: QEMU runs as root (to open /dev/kvm) and logs to files (no virtlogd).
+    Path(root, "etc").mkdir()
+    Path(root, "etc", "qemu.conf").write_text('user = "root"\ngroup = "root"\nstdio_handler = "file"\n')
     try:
         start = time.perf_counter()
         subprocess.run(

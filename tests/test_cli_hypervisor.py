@@ -128,3 +128,16 @@ def test_s390x_compare_and_baseline_are_qemus_answers(env: dict[str, str]) -> No
     direct_baseline = baseline_models([parse_model_spec("z14"), parse_model_spec("z13,vx=off")])
     assert json.loads(out.stdout)["spec"] == direct_baseline.spec
     assert json.loads(out.stdout)["props"].get("vx") is not True
+
+
+@pytest.mark.skipif(QEMU_S390X is None, reason="qemu-system-s390x is not installed (Debian qemu-system-misc)")
+def test_caps_s390x_lists_qemus_own_models(env: dict[str, str]) -> None:
+    out = guestcpu(["caps", "--arch", "s390x", "--json"], env)
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert data["arch"] == "s390x" and data["accel"] == "tcg"
+    names = {m["name"] for m in data["models"]}
+    assert {"z14", "z13", "gen15a"} <= names
+    assert data["host_model"]["model"].endswith("-base")
+    usable = [m for m in data["models"] if m["usable"]]
+    assert usable and all(not m["blockers"] for m in usable)

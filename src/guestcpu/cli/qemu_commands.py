@@ -93,6 +93,8 @@ def caps_json(caps: Any, catalog: Any, source: str) -> dict[str, Any]:
 
     host: dict[str, Any] | None = None
     unknown_props: list[str] = []
+    if caps.arch != "x86_64":
+        return _caps_json_verbatim(caps, source)
     if caps.host_static is not None:
         decoded = host_model(caps, catalog)
         _, unknown_props = expansion_bits(caps.host_static, catalog)
@@ -141,6 +143,38 @@ def caps_json(caps: Any, catalog: Any, source: str) -> dict[str, Any]:
     }
 
 
+def _caps_json_verbatim(caps: Any, source: str) -> dict[str, Any]:
+    """Non-x86 (s390x): model names, features and blockers are QEMU's own, as libvirt takes them."""
+    host = None
+    if caps.host_static is not None:
+        host = {
+            "model": caps.host_static.name,
+            "vendor": None,
+            "features": [{"name": name, "policy": "require"} for name in caps.host_static.enabled],
+            "xml": "",
+            "from": f"{caps.host_model_name} expansion",
+            "qemu_vendor": caps.host_static.get("vendor"),
+            "qemu_model_id": caps.host_static.name,
+            "non_migratable": list(caps.non_migratable),
+        }
+    return {
+        "accel": caps.accel, "arch": caps.arch, "qemu": caps.binary, "qemu_version": caps.qemu_version,
+        "package": caps.package, "source": source, "probe_seconds": caps.probe_seconds, "host_model": host,
+        "unknown_props": [],
+        "models": [
+            {"name": m.name, "usable": m.usable, "blockers": list(m.blockers), "unknown_blockers": [],
+             "qemu_blockers": list(m.blockers), "alias_of": m.alias_of, "deprecated": m.deprecated,
+             "in_catalog": False}
+            for m in caps.models
+        ],
+        "machines": [
+            {"name": m.name, "alias": m.alias, "default": m.is_default, "default_cpu": m.default_cpu,
+             "resolves": m.resolves, "deprecated": m.deprecated}
+            for m in caps.machines
+        ],
+    }
+
+
 def _print_caps(data: dict[str, Any], show_all: bool) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -152,8 +186,9 @@ def _print_caps(data: dict[str, Any], show_all: bool) -> None:
     if host:
         req = [f["name"] for f in host["features"] if f["policy"] == "require"]
         dis = [f["name"] for f in host["features"] if f["policy"] == "disable"]
-        console.print(f"[bold]host-model[/bold]: {host['model']} ({host['vendor']}) "
-                      f"from QEMU's {host['from']}: {host['qemu_vendor']} {host['qemu_model_id']!r}")
+        vendor = f" ({host['vendor']})" if host["vendor"] else ""
+        identity = " ".join(str(v) for v in (host["qemu_vendor"], repr(host["qemu_model_id"])) if v and v != "None")
+        console.print(f"[bold]host-model[/bold]: {host['model']}{vendor} from QEMU's {host['from']}: {identity}")
         if req:
             console.print(f"  + {' '.join(req)}")
         if dis:
@@ -198,14 +233,18 @@ def _print_caps(data: dict[str, Any], show_all: bool) -> None:
 @timeout_option
 @click.option("--document", is_flag=True, help="Print the raw capabilities document (for --caps FILE elsewhere).")
 @click.option("--all", "show_all", is_flag=True, help="Also list unusable aliases in the table.")
+@click.option("--arch", type=click.Choice(["x86_64", "s390x"]), default="x86_64", show_default=True,
+              help="Guest architecture (qemu-system-ARCH); s390x model names come from QEMU itself.")
 @json_option
 @click.pass_context
 def caps_cmd(
     ctx: click.Context, qemu: str | None, accel: str | None, refresh: bool, timeout: float, document: bool,
-    show_all: bool, as_json: bool,
+    show_all: bool, arch: str, as_json: bool,
 ) -> None:
     """What QEMU can give a guest here: host-model, every model with its blockers, machine types."""
-    caps, source = obtain_caps(qemu, accel, refresh=refresh, timeout=timeout)
+    if arch != "x86_64" and accel is None:
+        accel = "tcg"  # other architectures run under emulation here
+    caps, source = obtain_caps(qemu, accel, refresh=refresh, timeout=timeout, arch=arch)
     if document:
         from guestcpu.qemu.caps import to_document
 

@@ -141,3 +141,14 @@ def test_caps_s390x_lists_qemus_own_models(env: dict[str, str]) -> None:
     assert data["host_model"]["model"].endswith("-base")
     usable = [m for m in data["models"] if m["usable"]]
     assert usable and all(not m["blockers"] for m in usable)
+
+
+@pytest.mark.skipif(QEMU is None, reason="qemu-system-x86_64 is not installed")
+def test_run_passes_the_topology_to_qemu(tmp_path: Path, env: dict[str, str]) -> None:
+    guest = write(tmp_path, "g.xml", "<cpu mode='custom' match='exact'><model>qemu64</model>"
+                  "<topology sockets='2' dies='1' cores='2' threads='2'/></cpu>")
+    plan = guestcpu(["run", "--accel", "tcg", "--dry-run", guest], env)
+    assert plan.returncode == 0, plan.stderr
+    assert "-smp 8,sockets=2,dies=1,cores=2,threads=2" in plan.stdout
+    run = guestcpu(["run", "--accel", "tcg", "--verify-only", guest], env)
+    assert run.returncode == 0, run.stdout + run.stderr

@@ -22,7 +22,7 @@ from typing import Any
 from guestcpu.catalog.catalog import Catalog
 from guestcpu.engine.update import CpuMismatchError, LiveCheck, update_live
 from guestcpu.errors import GuestCpuError
-from guestcpu.model.cpu import Check, CpuDefinition
+from guestcpu.model.cpu import Check, CpuDefinition, Topology
 from guestcpu.model.cpuid import CpuidData
 from guestcpu.qemu.caps import QemuCaps
 from guestcpu.qemu.cmdline import CpuArgs, cpu_args
@@ -149,8 +149,25 @@ class RunOutcome:
         }
 
 
-def guest_argv(binary: str, machine: str, accel: str, args: CpuArgs, extra: Sequence[str] = ()) -> list[str]:
-    return [binary, *base_args(machine, accel), "-S", "-m", "128", *args.argv, *extra]
+def smp_args(topology: Topology | None) -> list[str]:
+    """``-smp`` for a ``<topology>``: CPUID leaves 0x4/0xb/0x1f depend on it, so it is part of the ABI."""
+    if topology is None:
+        return []
+    dies = topology.dies or 1
+    clusters = topology.clusters or 1
+    total = topology.sockets * dies * clusters * topology.cores * topology.threads
+    spec = f"{total},sockets={topology.sockets}"
+    if topology.dies is not None:
+        spec += f",dies={dies}"
+    if topology.clusters is not None:
+        spec += f",clusters={clusters}"
+    return ["-smp", f"{spec},cores={topology.cores},threads={topology.threads}"]
+
+
+def guest_argv(
+    binary: str, machine: str, accel: str, args: CpuArgs, extra: Sequence[str] = (), topology: Topology | None = None
+) -> list[str]:
+    return [binary, *base_args(machine, accel), "-S", "-m", "128", *smp_args(topology), *args.argv, *extra]
 
 
 def plan_run(
@@ -163,7 +180,7 @@ def plan_run(
         machine = (default.alias or default.name) if default else "pc"
     eff = effective_cpu(guest, caps, catalog, machine=machine)
     args = cpu_args(eff, caps, catalog)
-    argv = guest_argv(binary or caps.binary, machine, caps.accel, args, extra)
+    argv = guest_argv(binary or caps.binary, machine, caps.accel, args, extra, guest.topology)
     return RunOutcome(argv, args, eff, machine, eff.check_name)
 
 

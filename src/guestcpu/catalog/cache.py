@@ -9,16 +9,15 @@ Set ``GUESTCPU_NO_CATALOG_CACHE=1`` to bypass it.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import pickle
-import tempfile
+import zlib
 from collections.abc import Iterable
 from pathlib import Path
 
 from guestcpu import __version__
 from guestcpu.catalog.catalog import Catalog
-from guestcpu.catalog.loader import default_dropin_dirs, load_catalog
+from guestcpu.catalog.paths import default_dropin_dirs
 
 
 def cache_dir() -> Path:
@@ -27,14 +26,15 @@ def cache_dir() -> Path:
 
 
 def _fingerprint(paths: Iterable[Path]) -> str:
-    digest = hashlib.sha256(__version__.encode())
+    """The stat facts of every source; the file name carries a checksum of it, the file the whole."""
+    parts = [__version__]
     for path in paths:
         try:
             st = path.stat()
-            digest.update(f"{path}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+            parts.append(f"{path}\0{st.st_size}\0{st.st_mtime_ns}")
         except OSError:
-            digest.update(f"{path}\0absent\n".encode())
-    return digest.hexdigest()[:24]
+            parts.append(f"{path}\0absent")
+    return "\n".join(parts)
 
 
 def _source_files(libvirt_dir: Path | None, dropin_dirs: list[Path]) -> list[Path]:
@@ -53,22 +53,29 @@ def _source_files(libvirt_dir: Path | None, dropin_dirs: list[Path]) -> list[Pat
 def load_catalog_cached(libvirt_dir: Path | None = None, dropin_dirs: list[Path] | None = None) -> Catalog:
     dirs = default_dropin_dirs() if dropin_dirs is None else dropin_dirs
     if os.environ.get("GUESTCPU_NO_CATALOG_CACHE"):
+        from guestcpu.catalog.loader import load_catalog
+
         return load_catalog(libvirt_dir, dirs)
     key = _fingerprint(_source_files(libvirt_dir, dirs))
-    path = cache_dir() / f"catalog-{key}.pickle"
+    path = cache_dir() / f"catalog-{zlib.crc32(key.encode()):08x}-{len(key):x}.pickle"
     try:
         with path.open("rb") as handle:
-            cached = pickle.load(handle)
-        if isinstance(cached, Catalog):
+            cached_key, cached = pickle.load(handle)
+        if cached_key == key and isinstance(cached, Catalog):
             return cached
     except (OSError, pickle.PickleError, EOFError, AttributeError, ValueError, TypeError):
         pass  # absent or unreadable: rebuild below
+    # The loader (and what it imports) is needed only when the cache misses.
+    from guestcpu.catalog.loader import load_catalog
+
     catalog = load_catalog(libvirt_dir, dirs)
-    _store(path, catalog)
+    _store(path, key, catalog)
     return catalog
 
 
-def _store(path: Path, catalog: Catalog) -> None:
+def _store(path: Path, key: str, catalog: Catalog) -> None:
+    import tempfile
+
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         for old in path.parent.glob("catalog-*.pickle"):
@@ -77,7 +84,7 @@ def _store(path: Path, catalog: Catalog) -> None:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".catalog-", suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as handle:
-                pickle.dump(catalog, handle, protocol=pickle.HIGHEST_PROTOCOL)
+                pickle.dump((key, catalog), handle, protocol=pickle.HIGHEST_PROTOCOL)
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

@@ -8,28 +8,18 @@ Drop-in directories, read in this order (later files override earlier ones):
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from guestcpu.catalog.catalog import Catalog, Vendor
+from guestcpu.catalog.paths import default_dropin_dirs
 from guestcpu.errors import InputError, UnknownNameError
 from guestcpu.model.cpumodel import CpuidIdentity, CpuModel, ModelSignature
 from guestcpu.model.features import Feature
 
 SCHEMA = 1
-SYSTEM_DROPIN_DIR = Path("/etc/guestcpu/models.d")
 _DROPIN_ORDER_BASE = 100_000
-
-
-def user_dropin_dir() -> Path:
-    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-    return Path(base) / "guestcpu" / "models.d"
-
-
-def default_dropin_dirs() -> list[Path]:
-    return [SYSTEM_DROPIN_DIR, user_dropin_dir()]
 
 
 def parse_steppings(text: str | None) -> int | None:

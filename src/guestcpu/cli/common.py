@@ -14,6 +14,23 @@ from guestcpu.errors import InputError
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 
+# Options shared by every command that talks to QEMU.
+qemu_option = click.option(
+    "--qemu", "qemu", metavar="PATH", envvar="GUESTCPU_QEMU",
+    help="QEMU binary (default: qemu-system-<arch> on PATH).",
+)
+accel_option = click.option(
+    "--accel", type=click.Choice(["kvm", "tcg"]), default=None,
+    help="Accelerator (default: kvm when /dev/kvm is usable, else tcg).",
+)
+caps_option = click.option(
+    "--caps", "caps_file", metavar="FILE",
+    help="Use a captured capabilities document ('guestcpu caps --document') instead of probing.",
+)
+machine_option = click.option(
+    "--machine", metavar="TYPE", help="Machine type (default: the guest XML's, else QEMU's default, pc).",
+)
+
 
 def load_catalog_for(ctx: click.Context) -> Catalog:
     from guestcpu.catalog.cache import load_catalog_cached

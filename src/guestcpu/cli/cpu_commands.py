@@ -78,7 +78,7 @@ def host_cmd(ctx: click.Context, cpuid_file: str | None, flavor: str, as_json: b
 
 def _hypervisor_options(command: Any) -> Any:
     """--hypervisor / --caps / --qemu / --accel / --machine: judge against what QEMU can give."""
-    from guestcpu.cli.qemu_commands import accel_option, caps_option, machine_option, qemu_option
+    from guestcpu.cli.common import accel_option, caps_option, machine_option, qemu_option
 
     command = click.option(
         "--hypervisor", is_flag=True,

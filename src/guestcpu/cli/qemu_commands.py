@@ -10,31 +10,23 @@ from typing import Any
 
 import click
 
-from guestcpu.cli.common import emit_json, json_option, load_catalog_for, read_input
+from guestcpu.cli.common import (
+    accel_option,
+    caps_option,
+    emit_json,
+    json_option,
+    load_catalog_for,
+    machine_option,
+    qemu_option,
+    read_input,
+)
 from guestcpu.errors import InputError
 
-qemu_option = click.option(
-    "--qemu", "qemu", metavar="PATH", envvar="GUESTCPU_QEMU",
-    help="QEMU binary (default: qemu-system-<arch> on PATH).",
-)
-accel_option = click.option(
-    "--accel", type=click.Choice(["kvm", "tcg"]), default=None,
-    help="Accelerator (default: kvm when /dev/kvm is usable, else tcg).",
-)
-caps_option = click.option(
-    "--caps", "caps_file", metavar="FILE",
-    help="Use a captured capabilities document ('guestcpu caps --document') instead of probing.",
-)
 refresh_option = click.option("--refresh", is_flag=True, help="Probe QEMU again even if the cache is valid.")
 timeout_option = click.option(
     "--timeout", type=click.FloatRange(min=0.1), default=15.0, show_default=True,
     help="Seconds QEMU gets for each step (start, each query, stop).",
 )
-machine_option = click.option(
-    "--machine", metavar="TYPE", help="Machine type (default: the guest XML's, else QEMU's default, pc).",
-)
-
-
 def _warn(message: str) -> None:
     click.echo(f"guestcpu: warning: {message}", err=True)
 

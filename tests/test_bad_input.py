@@ -196,7 +196,7 @@ def run_process(args: list[str], home: Path) -> tuple[int, str, str]:
 
 @pytest.fixture(autouse=True)
 def isolated_catalog(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("guestcpu.catalog.loader.SYSTEM_DROPIN_DIR", tmp_path / "etc-models.d")
+    monkeypatch.setattr("guestcpu.catalog.paths.SYSTEM_DROPIN_DIR", tmp_path / "etc-models.d")
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
     monkeypatch.delenv("GUESTCPU_CATALOG_LIBVIRT", raising=False)
 

@@ -34,7 +34,7 @@ CATALOG = load_catalog(dropin_dirs=[])
 
 @pytest.fixture(autouse=True)
 def isolated_catalog(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("guestcpu.catalog.loader.SYSTEM_DROPIN_DIR", tmp_path / "no-etc")
+    monkeypatch.setattr("guestcpu.catalog.paths.SYSTEM_DROPIN_DIR", tmp_path / "no-etc")
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "no-xdg"))
 
 
@@ -411,7 +411,7 @@ def test_model_based_on_earlier_model_of_same_file(tmp_path: Path) -> None:
 def test_system_then_user_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     system = tmp_path / "etc" / "guestcpu" / "models.d"
     xdg = tmp_path / "config"
-    monkeypatch.setattr("guestcpu.catalog.loader.SYSTEM_DROPIN_DIR", system)
+    monkeypatch.setattr("guestcpu.catalog.paths.SYSTEM_DROPIN_DIR", system)
     monkeypatch.setenv("XDG_CONFIG_HOME", str(xdg))
     user = xdg / "guestcpu" / "models.d"
     assert default_dropin_dirs() == [system, user]

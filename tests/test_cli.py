@@ -47,7 +47,7 @@ TWO_HOSTS = XML / "two-intel-hosts.xml"
 def isolated_catalog(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """No drop-ins from this machine's /etc or ~/.config, no libvirt map from the environment."""
     empty = tmp_path_factory.mktemp("no-dropins")
-    monkeypatch.setattr("guestcpu.catalog.loader.SYSTEM_DROPIN_DIR", empty / "etc")
+    monkeypatch.setattr("guestcpu.catalog.paths.SYSTEM_DROPIN_DIR", empty / "etc")
     monkeypatch.setenv("XDG_CONFIG_HOME", str(empty / "xdg"))
     monkeypatch.delenv("GUESTCPU_CATALOG_LIBVIRT", raising=False)
 

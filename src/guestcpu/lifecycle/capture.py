@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from guestcpu.errors import GuestCpuError, InputError
-from guestcpu.lifecycle.supported import supported_features
+from guestcpu.lifecycle.supported import HOST_MODELS, supported_features
 from guestcpu.model.cpuid import CpuidData
 from guestcpu.qemu.caps import Expansion, QemuCaps, caps_from_document, compact_props, to_document
 
@@ -173,7 +173,7 @@ def caps_on_other_cpu(caps: QemuCaps, host_props: Mapping[str, Any]) -> QemuCaps
     offer = set(host.enabled) | granted
     models = []
     for model in caps.models:
-        if model.expansion is None or model.name in ("host", "max"):
+        if model.expansion is None or model.name in HOST_MODELS:
             models.append(model)
             continue
         blockers = tuple(name for name in model.expansion.enabled if name not in offer)

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from guestcpu.qemu.caps import QemuCaps
 
+#: QEMU models whose expansion is what the accelerator offers, not a CPU definition.
+HOST_MODELS = frozenset({"host", "max"})
 #: QEMU features that block live migration whatever the host (QEMU's unmigratable_flags).
 ALWAYS_NON_MIGRATABLE = frozenset({"invtsc"})
 
@@ -22,7 +24,8 @@ def supported_features(caps: QemuCaps) -> frozenset[str]:
     found: set[str] = set(caps.host_static.enabled) if caps.host_static else set()
     found |= set(caps.non_migratable)
     for model in caps.models:
-        if model.expansion is not None:
+        # host and max stand for the host expansion itself (already counted above).
+        if model.expansion is not None and model.name not in HOST_MODELS:
             found |= set(model.expansion.enabled) - set(model.blockers)
     return frozenset(found)
 

@@ -2,7 +2,7 @@
 
 The cache file is keyed by guestcpu's version and the path, size and mtime of every
 source file (built-in data, drop-ins, or a libvirt cpu_map), so any change to any of
-them builds a new one.  It lives in ``$XDG_CACHE_HOME/guestcpu/`` (``~/.cache``), is
+them builds a new one.  It lives in ``$XDG_CACHE_HOME/guestcpu/`` (``~/.cache``; ``/var/cache/guestcpu`` for root), is
 written atomically, and a file that cannot be read is ignored and rebuilt.
 Set ``GUESTCPU_NO_CATALOG_CACHE=1`` to bypass it.
 """
@@ -17,12 +17,11 @@ from pathlib import Path
 
 from guestcpu import __version__
 from guestcpu.catalog.catalog import Catalog
-from guestcpu.catalog.paths import default_dropin_dirs
+from guestcpu.catalog.paths import cache_home, default_dropin_dirs
 
 
 def cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "guestcpu"
+    return cache_home()
 
 
 def _fingerprint(paths: Iterable[Path]) -> str:
@@ -73,14 +72,15 @@ def load_catalog_cached(libvirt_dir: Path | None = None, dropin_dirs: list[Path]
     return catalog
 
 
+#: Catalog variants kept (built-in, a libvirt map or two, drop-in sets); older ones are pruned.
+_KEEP = 8
+
+
 def _store(path: Path, key: str, catalog: Catalog) -> None:
     import tempfile
 
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        for old in path.parent.glob("catalog-*.pickle"):
-            if old != path and old.stat().st_mtime < _now() - 7 * 86400:
-                old.unlink(missing_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".catalog-", suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as handle:
@@ -89,11 +89,17 @@ def _store(path: Path, key: str, catalog: Catalog) -> None:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+        _prune(path.parent)
     except OSError:
         pass  # a read-only home is no reason to fail: the catalog is still returned
 
 
-def _now() -> float:
-    import time
-
-    return time.time()
+def _prune(directory: Path) -> None:
+    entries = []
+    for old in directory.glob("catalog-*.pickle"):
+        try:
+            entries.append((old.stat().st_mtime, old))
+        except OSError:
+            continue
+    for _, old in sorted(entries, reverse=True)[_KEEP:]:
+        old.unlink(missing_ok=True)

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from guestcpu.catalog.paths import cache_home
 from guestcpu.errors import GuestCpuError, InputError
 from guestcpu.qemu.caps import QemuCaps, caps_from_document, to_document
 from guestcpu.qemu.probe import Progress, check_accel, probe
@@ -45,10 +46,7 @@ class CacheError(GuestCpuError):
 
 
 def default_cache_dir() -> Path:
-    if os.geteuid() == 0 and "XDG_CACHE_HOME" not in os.environ:
-        return Path("/var/cache/guestcpu")
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "guestcpu"
+    return cache_home()
 
 
 # -- host facts ---------------------------------------------------------------------

@@ -252,3 +252,14 @@ def test_cli_fresh_start_writes_the_recomputed_host_model_pin(
         os.killpg(proc.pid, signal.SIGINT)
         proc.wait(20)
     assert proc.returncode == 130
+
+
+@pytest.mark.parametrize("mode", ["host-passthrough", "maximum", "host-model"])
+def test_host_relative_modes_under_tcg_start_verified(mode: str, catalog: Catalog, cache_dir: Path) -> None:
+    pin = make_pin(f"<cpu mode='{mode}'/>", catalog, cache_dir)
+    result = verify(pin, catalog, target_for(pin, cache_dir))
+    # Nothing changed since define: the fresh start's recomputation gives the same pin.
+    assert result.plan.recomputed and result.plan.pin.fingerprint == pin.fingerprint
+    assert dict(result.live.features) == dict(pin.abi.features)
+    expected_cpu = "max" if mode != "host-model" else pin.abi.model
+    assert result.argv[result.argv.index("-cpu") + 1].split(",")[0] == expected_cpu

@@ -151,10 +151,12 @@ def start_cmd(
         if as_json:
             emit_json(report)
             return
-        if plan.recomputed:
-            what = "written to " + pin_file if not verify_only else "not written (--verify-only)"
+        if plan.recomputed and plan.previous_fingerprint == plan.pin.fingerprint:
+            click.echo(f"{pin.policy.mode}: recomputed for this fresh start: unchanged")
+        elif plan.recomputed:
+            what = f"written to {pin_file}" if not verify_only else "--verify-only: the pin file is left as it was"
             click.echo(f"{pin.policy.mode}: recomputed for this fresh start: {plan.previous_fingerprint} -> "
-                       f"{plan.pin.fingerprint} ({what})")
+                       f"{plan.pin.fingerprint}; {what}")
         click.echo(f"verified: the vCPU is exactly the pin {plan.pin.fingerprint} "
                    f"({len(plan.pin.abi.features)} features, {plan.pin.abi.model} on {plan.pin.abi.machine}, "
                    f"{plan.pin.abi.accel}) in {guest.launch_seconds:.2f} s")

@@ -265,3 +265,28 @@ def test_bad_input_is_one_line_and_exit_1(
     line = one_error_line(guestcpu(*(a.format(**values) for a in args), cache_home=cache_home, code=1))
     assert message.format(**values) in line
     assert not (tmp_path / "pin.json").exists()
+
+
+@needs_kvm
+def test_a_kvm_pin_where_kvm_is_not_usable(
+    tmp_path: Path, cache_home: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from guestcpu.cli.main import main
+
+    guest = tmp_path / "g.xml"
+    guest.write_text("<domain type='kvm'><cpu><model>pentium-v1</model></cpu></domain>")
+    guestcpu("define", guest, "-o", tmp_path / "g.json", cache_home=cache_home)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache_home))
+    for module in ("guestcpu.qemu.probe", "guestcpu.qemu.process", "guestcpu.qemu.cache"):
+        monkeypatch.setattr(f"{module}.kvm_unusable_reason", lambda: "/dev/kvm cannot be opened: Permission denied")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["start", str(tmp_path / "g.json"), "--verify-only"])
+    assert exit_info.value.code == 1
+    assert capsys.readouterr().err.strip() == (
+        "guestcpu: error: the pin is for KVM, which is not usable here (/dev/kvm cannot be opened: Permission "
+        "denied); a pinned guest runs only under the accelerator it was pinned for")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["migrate-check", str(tmp_path / "g.json"), "--qemu", QEMU or ""])
+    assert exit_info.value.code == 2
+    assert "refused before anything was sent: the destination has no usable KVM: /dev/kvm cannot be opened" in (
+        capsys.readouterr().out)

@@ -263,3 +263,24 @@ def test_host_relative_modes_under_tcg_start_verified(mode: str, catalog: Catalo
     assert dict(result.live.features) == dict(pin.abi.features)
     expected_cpu = "max" if mode != "host-model" else pin.abi.model
     assert result.argv[result.argv.index("-cpu") + 1].split(",")[0] == expected_cpu
+
+
+@pytest.mark.skipif(KVM_REASON is not None, reason=f"KVM not usable: {KVM_REASON}")
+def test_kvm_host_model_verifies_and_default_cpu_is_checked_like_any_other(catalog: Catalog, cache_dir: Path) -> None:
+    pin = make_pin("<cpu mode='host-model'/>", catalog, cache_dir, accel="kvm", machine="pc")
+    kvm = load_caps(QEMU, "kvm", cache_dir=cache_dir).caps
+    assert kvm.host_static is not None and pin.abi.vendor == kvm.host_static.get("vendor")
+    result = verify(pin, catalog, target_for(pin, cache_dir))
+    assert dict(result.live.features) == dict(pin.abi.features)
+    # No <cpu>: the machine type's default (qemu64) is pinned and verified like any other CPU.
+    default = define(parse_guest(b"<domain type='kvm'><os><type machine='pc'>hvm</type></os></domain>", "d"),
+                     catalog, cache_dir=cache_dir)
+    assert default.policy.default_cpu and default.abi.model == "qemu64-v1"
+    qemu64 = kvm.model("qemu64-v1")
+    assert qemu64 is not None
+    if qemu64.usable:
+        assert verify(default, catalog, target_for(default, cache_dir)).live.features == default.abi.features
+    else:
+        with pytest.raises(PinMismatchError) as info:
+            verify(default, catalog, target_for(default, cache_dir))
+        assert set(info.value.missing) == set(qemu64.blockers)

@@ -31,8 +31,10 @@ def _warn(lines: Any) -> None:
 def _abi_lines(pin: Any) -> list[str]:
     abi = pin.abi
     version = f"version {abi.version}" if abi.version is not None else abi.mode
+    default = "the machine type's default CPU" if pin.policy.default_cpu else pin.policy.mode
+    source = pin.resolution.requested or default
     return [
-        f"  model {abi.model} ({version}; {pin.resolution.rule} from {pin.resolution.requested or 'the default'}) "
+        f"  model {abi.model} ({version}; {pin.resolution.rule} from {source}) "
         f"on {abi.machine}, {abi.accel}, QEMU {pin.made_with.get('qemu_version')}",
         f"  {abi.vendor} family {abi.family} model {abi.model_number} stepping {abi.stepping}, level {abi.level:#x}, "
         f"xlevel {abi.xlevel:#x}, model-id '{abi.model_id}'",
@@ -123,11 +125,18 @@ def start_cmd(
     from guestcpu.lifecycle.documents import read_pin, write_document
     from guestcpu.lifecycle.pin import pin_to_document
     from guestcpu.lifecycle.start import RunningGuest, plan_start, start_async
-    from guestcpu.qemu.process import run_sync
+    from guestcpu.qemu.probe import AccelUnavailableError
+    from guestcpu.qemu.process import kvm_unusable_reason, run_sync
 
     catalog = load_catalog_for(ctx)
     pin = read_pin(pin_file)
-    target = load_target(binary, pin.abi.accel, pin.abi.machine)
+    try:
+        target = load_target(binary, pin.abi.accel, pin.abi.machine)
+    except AccelUnavailableError:
+        raise GuestCpuError(
+            f"the pin is for {pin.abi.accel.upper()}, which is not usable here ({kvm_unusable_reason()}); "
+            "a pinned guest runs only under the accelerator it was pinned for"
+        ) from None
     plan = plan_start(pin, target, catalog, fresh=incoming is None)
     extra = list(qemu_args[1:] if qemu_args[:1] == ("--",) else qemu_args)
 
@@ -249,14 +258,14 @@ def _destination_check(
 def _local_caps(binary: str | None, accel: str) -> tuple[Any, str | None, str]:
     from guestcpu.qemu.cache import load_caps
     from guestcpu.qemu.probe import AccelUnavailableError
-    from guestcpu.qemu.process import resolve_binary
+    from guestcpu.qemu.process import kvm_unusable_reason, resolve_binary
 
     path = resolve_binary(binary)
     destination = f"this host's {path}"
     try:
         return load_caps(path, accel).caps, None, destination
     except AccelUnavailableError as exc:
-        return None, str(exc), destination
+        return None, kvm_unusable_reason() or str(exc), destination
 
 
 _check_options = [

@@ -233,3 +233,29 @@ def test_a_tcg_guest_goes_to_any_host_with_the_same_qemu(catalog: Catalog, cache
     # A destination without TCG capabilities at all is refused, saying so.
     none = check_destination(pin, None, purpose="migrate", destination="kvm-only", unavailable="not captured")
     assert not none.ok and "no usable TCG: not captured" in none.summary()
+
+
+@needs_kvm
+def test_kvm_host_passthrough_moves_only_to_an_identical_host(catalog: Catalog, cache_dir: Path) -> None:
+    from guestcpu.lifecycle.define import load_target
+    from guestcpu.lifecycle.start import plan_start, start_async
+    from guestcpu.qemu.process import QemuStartError
+
+    kvm = caps("kvm", cache_dir)
+    pin = make_pin("<cpu mode='host-passthrough'/>", catalog, cache_dir, accel="kvm", machine="pc")
+    assert (pin.abi.mode, pin.abi.model) == ("host-passthrough", "host") and pin.host is not None
+    target = load_target(QEMU, "kvm", "pc", cache_dir=cache_dir)
+    try:
+        result = run_sync(start_async(plan_start(pin, target, catalog, fresh=True), target, catalog,
+                                      verify_only=True))
+    except QemuStartError as exc:  # the nested-KVM MSR abort some hosts show for -cpu host on pc
+        pytest.skip(f"-cpu host does not start on this host: {exc}")
+    assert result.argv[result.argv.index("-cpu") + 1] == "host"
+    assert dict(result.live.features) == dict(pin.abi.features)
+    assert check_destination(pin, kvm, purpose="migrate", destination="this host").ok
+    other = caps_on_other_cpu(kvm, corpus_host("Core-i7-8700"))
+    verdict = check_destination(pin, other, purpose="migrate", destination="i7-8700")
+    assert not verdict.ok and verdict.host_differences
+    # Another CPU: its identity differs (here family 6 model 158, an i7-8700) and so do its features.
+    assert verdict.host_differences[0].startswith(("vendor ", "family ", "model ", "stepping "))
+    assert "can only move to an identical host" in verdict.summary()

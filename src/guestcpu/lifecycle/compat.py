@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from guestcpu.catalog.catalog import normalize_feature_name
 from guestcpu.lifecycle.pin import Pin
 from guestcpu.lifecycle.supported import known_features, non_migratable_features, supported_features
 from guestcpu.qemu.caps import QemuCaps
@@ -114,8 +115,9 @@ def host_differences(pinned: Mapping[str, Any] | None, caps: QemuCaps) -> list[s
         for key in _IDENTITY_PROPS
         if old_props.get(key) != new_props.get(key)
     ]
-    old_on = {k for k, v in old_props.items() if v is True}
-    new_on = set(current.enabled)
+    # QEMU spells some features several ways (sse4.1, sse4_1); older builds report the aliases too.
+    old_on = {normalize_feature_name(k) for k, v in old_props.items() if v is True}
+    new_on = {normalize_feature_name(k) for k in current.enabled}
     if old_on - new_on:
         diffs.append(f"lacks {', '.join(sorted(old_on - new_on))}")
     if new_on - old_on:

@@ -137,6 +137,7 @@ def test_fingerprint_is_a_hash_of_the_canonical_abi() -> None:
         {"xlevel": 0x80000021},
         {"model_id": "Intel Core Processor (Skylake)"},
         {"props": {"legacy-cache": False, "xlevel2": 0}},
+        {"topology": {"sockets": 1, "dies": 1, "clusters": 1, "cores": 2, "threads": 1}},
     ],
     ids=lambda c: next(iter(c)),
 )
@@ -191,6 +192,7 @@ def test_a_pin_edited_by_hand_is_refused(edit: Any) -> None:
         (lambda d: d["abi"].__setitem__("family", True), "'abi.family' has the wrong type"),
         (lambda d: d["abi"].pop("machine"), "'abi.machine' is missing"),
         (lambda d: d["abi"].__setitem__("mode", "host-model"), "abi.mode 'host-model' is not one of"),
+        (lambda d: d["abi"]["topology"].__setitem__("cores", 0), "'abi.topology' must give sockets, dies"),
     ],
 )
 def test_bad_pins_get_one_clear_message(edit: Any, message: str) -> None:
@@ -216,8 +218,9 @@ def test_libvirt_form_lists_every_catalog_feature(catalog: Catalog) -> None:
     assert policies == {"sse4.2": Policy.REQUIRE, "avx2": Policy.REQUIRE, "hle": Policy.DISABLE,
                         "lahf_lm": Policy.REQUIRE, "invtsc": Policy.DISABLE}
     assert [f.name for f in cpu.features] == sorted(policies)
+    assert cpu.topology is not None and (cpu.topology.sockets, cpu.topology.cores, cpu.topology.threads) == (1, 1, 1)
     passthrough = libvirt_xml(make_abi(mode="host-passthrough", model="host"), catalog)
-    assert passthrough.strip() == "<cpu mode='host-passthrough' check='full' migratable='on'/>"
+    assert passthrough.startswith("<cpu mode='host-passthrough' check='full' migratable='on'>\n  <topology ")
 
 
 def test_cpu_argument_makes_every_property_explicit() -> None:
@@ -234,6 +237,25 @@ def test_cpu_argument_makes_every_property_explicit() -> None:
         "-global", "driver=Skylake-Client-v2-x86_64-cpu,property=model-id,value=Intel Core Processor (Skylake,, IBRS)"]
     args = guest_args(make_abi())
     assert args[:2] == ["-machine", "pc-q35-7.2,accel=kvm"] and "-S" in args
+    assert args[args.index("-smp") + 1] == "1,sockets=1,cores=1,threads=1"
+    four = make_abi(topology={"sockets": 1, "dies": 2, "clusters": 1, "cores": 2, "threads": 1})
+    assert four.vcpus == 4
+    smp = guest_args(four)
+    assert smp[smp.index("-smp") + 1] == "4,sockets=1,dies=2,cores=2,threads=1"  # no clusters: x86 7.2 has none
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [["-cpu", "max"], ["-smp", "8"], ["-machine", "q35"], ["-M", "pc"], ["--accel", "tcg"], ["-enable-kvm"],
+     ["-global", "driver=Haswell-v2-x86_64-cpu,property=avx2,value=off"], ["-global", "max-x86_64-cpu.pmu=on"]],
+)
+def test_extra_qemu_arguments_cannot_override_the_pin(extra: list[str]) -> None:
+    from guestcpu.errors import InputError
+    from guestcpu.lifecycle.argv import check_extra_args
+
+    with pytest.raises(InputError, match="would change what the pin fixes"):
+        check_extra_args(["-m", "1G", *extra])
+    check_extra_args(["-m", "1G", "-global", "kvm-pit.lost_tick_policy=delay", "-drive", "file=disk.img"])
 
 
 def test_cpu_argument_leaves_out_disabled_features_the_qemu_does_not_know() -> None:
@@ -388,6 +410,12 @@ def test_guest_definition_from_domain_xml_or_cpu() -> None:
     assert topology_only.cpu is None
     bare = parse_guest(b"<cpu mode='host-model'/>", "c.xml")
     assert bare.cpu is not None and bare.cpu.mode is Mode.HOST_MODEL and bare.machine is None
+    assert bare.topology is None
+    vcpus = parse_guest(b"<domain><vcpu placement='static'>4</vcpu></domain>", "d")
+    assert vcpus.topology is not None and (vcpus.topology.sockets, vcpus.topology.cores) == (4, 1)  # as libvirt
+    laid_out = parse_guest(b"<domain><vcpu>4</vcpu><cpu><topology sockets='1' cores='2' threads='2'/></cpu></domain>",
+                           "d")
+    assert laid_out.topology is not None and (laid_out.topology.cores, laid_out.topology.threads) == (2, 2)
 
 
 @pytest.mark.parametrize(
@@ -398,6 +426,9 @@ def test_guest_definition_from_domain_xml_or_cpu() -> None:
         (b"<capabilities/>", "expected a libvirt <domain> or a guest <cpu>"),
         (b"<domain><cpu><feature name='avx'/></cpu></domain>", "lists features but no <model>"),
         (b"<domain", "not well-formed XML"),
+        (b"<domain><vcpu>6</vcpu><cpu><topology sockets='1' cores='2' threads='2'/></cpu></domain>",
+         "<vcpu> is 6 but the <topology> gives 4 vCPUs"),
+        (b"<domain><vcpu>many</vcpu></domain>", "is not a number of vCPUs"),
     ],
 )
 def test_bad_guest_definitions(xml: bytes, message: str) -> None:

@@ -284,3 +284,20 @@ def test_kvm_host_model_verifies_and_default_cpu_is_checked_like_any_other(catal
         with pytest.raises(PinMismatchError) as info:
             verify(default, catalog, target_for(default, cache_dir))
         assert set(info.value.missing) == set(qemu64.blockers)
+
+
+def test_topology_is_pinned_and_verified(catalog: Catalog, cache_dir: Path) -> None:
+    xml = ("<domain type='qemu'><vcpu>4</vcpu><os><type machine='q35'>hvm</type></os>"
+           + HASWELL_TCG.replace("</cpu>", "<topology sockets='1' cores='2' threads='2'/></cpu>") + "</domain>")
+    pin = define(parse_guest(xml.encode(), "guest.xml"), catalog, cache_dir=cache_dir)
+    assert pin.abi.topology == {"sockets": 1, "dies": 1, "clusters": 1, "cores": 2, "threads": 2}
+    assert pin.fingerprint != make_pin(HASWELL_TCG, catalog, cache_dir).fingerprint
+    result = verify(pin, catalog, target_for(pin, cache_dir))
+    assert result.live.vcpus == 4 and dict(result.live.features) == dict(pin.abi.features)
+    assert result.argv[result.argv.index("-smp") + 1] == "4,sockets=1,cores=2,threads=2"
+    # Extra QEMU arguments cannot undo the pin.
+    from guestcpu.errors import InputError
+
+    with pytest.raises(InputError, match="-smp 8 would change"):
+        run_sync(start_async(StartPlan(pin, False), target_for(pin, cache_dir), catalog, verify_only=True,
+                             extra_args=["-smp", "8"]))

@@ -7,7 +7,8 @@ from typing import Any
 
 from guestcpu.errors import InputError
 from guestcpu.lifecycle.machine_expansion import Expanded
-from guestcpu.lifecycle.pin import Abi
+from guestcpu.lifecycle.pin import DEFAULT_TOPOLOGY, Abi
+from guestcpu.model.cpu import Topology
 
 #: Guest-visible properties a machine type's compatibility settings change, beyond the
 #: features (cache layout, extended topology leaf, vendor-specific leaves, PMU).
@@ -40,6 +41,7 @@ def build_abi(
     mode: str,
     version: int | str | None,
     requested_features: Mapping[str, bool] | None = None,
+    topology: Topology | None = None,
 ) -> Abi:
     static, full, model = expanded.static, expanded.full, expanded.model
     features = {name: value for name, value in static.items() if isinstance(value, bool)}
@@ -62,4 +64,29 @@ def build_abi(
         model_id=_str(static, "model-id", model),
         features=features,
         props=props,
+        topology=topology_json(topology),
+    )
+
+
+def topology_json(topology: Topology | None) -> dict[str, int]:
+    if topology is None:
+        return dict(DEFAULT_TOPOLOGY)
+    return {
+        "sockets": topology.sockets,
+        "dies": topology.dies or 1,
+        "clusters": topology.clusters or 1,
+        "cores": topology.cores,
+        "threads": topology.threads,
+    }
+
+
+def topology_of(abi: Abi) -> Topology:
+    """The pin's topology as ``-smp`` takes it (dies and clusters only when not 1: x86 QEMU 7.2 has no clusters)."""
+    t = abi.topology
+    return Topology(
+        sockets=t["sockets"],
+        cores=t["cores"],
+        threads=t["threads"],
+        dies=t["dies"] if t["dies"] != 1 else None,
+        clusters=t["clusters"] if t["clusters"] != 1 else None,
     )

@@ -16,13 +16,14 @@ this module is the lifecycle's own until that exists.)
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from guestcpu.errors import InputError
-from guestcpu.lifecycle.abi import ABI_PROPS, REQUESTED_KEY
+from guestcpu.lifecycle.abi import ABI_PROPS, REQUESTED_KEY, topology_of
 from guestcpu.lifecycle.pin import Abi
 from guestcpu.qemu.process import base_args
+from guestcpu.qemu.verify import smp_args
 
 
 def _value(value: Any) -> str:
@@ -72,8 +73,27 @@ def model_id_global(abi: Abi) -> list[str]:
 
 
 def guest_args(abi: Abi, known: Iterable[str] | None = None, *, paused: bool = True) -> list[str]:
-    """Machine, accelerator and CPU arguments of a guest with this pin (no devices)."""
+    """Machine, accelerator, topology and CPU arguments of a guest with this pin (no devices)."""
     args = base_args(abi.machine, abi.accel)
     if paused:
         args.append("-S")
-    return [*args, "-cpu", cpu_model_arg(abi, known), *model_id_global(abi)]
+    return [*args, *smp_args(topology_of(abi)), "-cpu", cpu_model_arg(abi, known), *model_id_global(abi)]
+
+
+#: Options that would change what the pin fixes; extra QEMU arguments must not carry them.
+PINNED_OPTIONS = frozenset({"cpu", "machine", "M", "accel", "smp", "enable-kvm"})
+
+
+def check_extra_args(extra: Sequence[str]) -> None:
+    """Refuse extra QEMU arguments that would override the pin (a CPU ``-global`` included)."""
+    for i, arg in enumerate(extra):
+        name = arg.split("=", 1)[0].lstrip("-") if arg.startswith("-") else ""
+        value = extra[i + 1] if i + 1 < len(extra) else ""
+        # A -global on a CPU type (driver "<model>-x86_64-cpu") changes the CPU as much as -cpu does.
+        cpu_global = name == "global" and "x86_64-cpu" in value
+        if name in PINNED_OPTIONS or cpu_global:
+            shown = f"{arg} {value}" if value and not value.startswith("-") and name != "enable-kvm" else arg
+            raise InputError(
+                f"extra QEMU argument {shown} would change what the pin fixes (CPU, machine type, accelerator, "
+                "topology); define the guest again instead"
+            )

@@ -18,14 +18,14 @@ from guestcpu import __version__
 from guestcpu.catalog.catalog import Catalog
 from guestcpu.errors import InputError, suggest
 from guestcpu.formats.libvirt_xml import format_cpu, parse_cpu
-from guestcpu.lifecycle.abi import build_abi
+from guestcpu.lifecycle.abi import build_abi, topology_of
 from guestcpu.lifecycle.definition import GuestDefinition
 from guestcpu.lifecycle.libvirt_form import libvirt_xml
 from guestcpu.lifecycle.machine_expansion import MachineSession
 from guestcpu.lifecycle.pin import Pin, PinPolicy, Resolution
 from guestcpu.lifecycle.request import CpuRequest, default_cpu, plan_request
 from guestcpu.lifecycle.supported import supported_features
-from guestcpu.model.cpu import CpuDefinition
+from guestcpu.model.cpu import CpuDefinition, Topology
 from guestcpu.qemu.caps import MachineCaps, QemuCaps
 from guestcpu.qemu.process import DEFAULT_TIMEOUT, resolve_binary, run_sync
 
@@ -86,9 +86,10 @@ async def pin_cpu_async(
     catalog: Catalog,
     *,
     existing: bool = False,
+    topology: Topology | None = None,
     timeout: float = DEFAULT_TIMEOUT,
 ) -> Pin:
-    """Pin ``cpu`` (None: the machine type's default CPU) on ``target``."""
+    """Pin ``cpu`` (None: the machine type's default CPU) with ``topology`` on ``target``."""
     default_used = cpu is None
     loose = cpu if cpu is not None else default_cpu(target.machine)
     async with MachineSession(target.binary, target.accel, target.machine.name, timeout) as session:
@@ -104,6 +105,7 @@ async def pin_cpu_async(
         mode=request.abi_mode,
         version=request.choice.version,
         requested_features=requested_features,
+        topology=topology,
     )
     caps = target.caps
     warnings = list(request.warnings)
@@ -157,7 +159,9 @@ def define(
 
     accel = accel or guest.accel or default_accel()
     target = load_target(binary, accel, machine or guest.machine, cache_dir=cache_dir, refresh=refresh, caps=caps)
-    pin: Pin = run_sync(pin_cpu_async(guest.cpu, target, catalog, existing=existing, timeout=timeout))
+    pin: Pin = run_sync(
+        pin_cpu_async(guest.cpu, target, catalog, existing=existing, topology=guest.topology, timeout=timeout)
+    )
     return pin
 
 
@@ -171,6 +175,9 @@ def loose_cpu(pin: Pin) -> CpuDefinition | None:
 def recompute(pin: Pin, target: Target, catalog: Catalog, timeout: float = DEFAULT_TIMEOUT) -> Pin:
     """Pin the same definition again from ``target``'s current capabilities."""
     result: Pin = run_sync(
-        pin_cpu_async(loose_cpu(pin), target, catalog, existing=pin.policy.existing, timeout=timeout)
+        pin_cpu_async(
+            loose_cpu(pin), target, catalog, existing=pin.policy.existing, topology=topology_of(pin.abi),
+            timeout=timeout,
+        )
     )
     return result

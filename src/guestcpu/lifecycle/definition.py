@@ -8,11 +8,12 @@ and those decide the pinned CPU as much as the model does.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from guestcpu.errors import InputError
 from guestcpu.formats.libvirt_xml import cpu_from_element
 from guestcpu.formats.xmlsafe import parse_xml_bytes
-from guestcpu.model.cpu import CpuDefinition, CpuType
+from guestcpu.model.cpu import CpuDefinition, CpuType, Topology
 
 #: libvirt's domain types and the QEMU accelerator each one means.
 _ACCEL_OF_DOMAIN_TYPE = {"kvm": "kvm", "qemu": "tcg"}
@@ -25,13 +26,16 @@ class GuestDefinition:
     arch: str | None = None
     accel: str | None = None
     name: str | None = None
+    #: the guest's CPU topology (from <cpu><topology>, else <vcpu> sockets; None: one vCPU)
+    topology: Topology | None = None
 
 
 def parse_guest(data: bytes, source: str) -> GuestDefinition:
     """The guest's CPU, machine type, arch and accelerator from domain XML or a ``<cpu>``."""
     root = parse_xml_bytes(data, source)
     if root.tag == "cpu":
-        return GuestDefinition(cpu=cpu_from_element(root, source, CpuType.GUEST))
+        bare = cpu_from_element(root, source, CpuType.GUEST)
+        return GuestDefinition(cpu=bare, topology=bare.topology)
     if root.tag != "domain":
         raise InputError(f"{source}: expected a libvirt <domain> or a guest <cpu>, found <{root.tag}>")
     domain_type = root.get("type")
@@ -49,6 +53,7 @@ def parse_guest(data: bytes, source: str) -> GuestDefinition:
         raise InputError(f"{source}: guest arch '{arch}' is not supported by the lifecycle commands; expected x86_64")
     node = root.find("cpu")
     cpu = cpu_from_element(node, source, CpuType.GUEST) if node is not None else None
+    topology = _topology(root, cpu, source)
     if cpu is not None and cpu.model is None and (cpu.mode is None or cpu.mode.value == "custom"):
         if cpu.features:
             raise InputError(f"{source}: the <cpu> lists features but no <model>; name a model such as 'qemu64'")
@@ -56,4 +61,24 @@ def parse_guest(data: bytes, source: str) -> GuestDefinition:
         cpu = None
     name_node = root.find("name")
     name = (name_node.text or "").strip() if name_node is not None else None
-    return GuestDefinition(cpu=cpu, machine=machine, arch=arch, accel=accel, name=name or None)
+    return GuestDefinition(cpu=cpu, machine=machine, arch=arch, accel=accel, name=name or None, topology=topology)
+
+
+def _topology(root: Any, cpu: CpuDefinition | None, source: str) -> Topology | None:
+    """As libvirt lays vCPUs out: the <topology>, else one socket per vCPU."""
+    vcpu_node = root.find("vcpu")
+    vcpus = None
+    if vcpu_node is not None:
+        try:
+            vcpus = int((vcpu_node.text or "").strip())
+        except ValueError:
+            raise InputError(f"{source}: <vcpu>{vcpu_node.text}</vcpu> is not a number of vCPUs") from None
+        if vcpus < 1:
+            raise InputError(f"{source}: <vcpu> must be at least 1")
+    topology = cpu.topology if cpu is not None else None
+    if topology is not None:
+        total = topology.sockets * (topology.dies or 1) * (topology.clusters or 1) * topology.cores * topology.threads
+        if vcpus is not None and vcpus != total:
+            raise InputError(f"{source}: <vcpu> is {vcpus} but the <topology> gives {total} vCPUs")
+        return topology
+    return Topology(sockets=vcpus, cores=1, threads=1) if vcpus else None

@@ -12,15 +12,17 @@ from __future__ import annotations
 
 from guestcpu.catalog.catalog import Catalog
 from guestcpu.formats.libvirt_xml import format_cpu
+from guestcpu.lifecycle.abi import topology_of
 from guestcpu.lifecycle.pin import Abi
 from guestcpu.model.cpu import Check, CpuDefinition, Fallback, FeatureRequest, Match, Mode, Policy
 
 
 def libvirt_cpu(abi: Abi, catalog: Catalog) -> CpuDefinition:
+    topology = topology_of(abi)
     if abi.mode == "host-passthrough":
-        return CpuDefinition(mode=Mode.HOST_PASSTHROUGH, check=Check.FULL, migratable="on")
+        return CpuDefinition(mode=Mode.HOST_PASSTHROUGH, check=Check.FULL, migratable="on", topology=topology)
     if abi.mode == "maximum":
-        return CpuDefinition(mode=Mode.MAXIMUM, check=Check.FULL, migratable="on")
+        return CpuDefinition(mode=Mode.MAXIMUM, check=Check.FULL, migratable="on", topology=topology)
     features = []
     for name, on in abi.features.items():
         if catalog.has_feature(name):
@@ -33,6 +35,7 @@ def libvirt_cpu(abi: Abi, catalog: Catalog) -> CpuDefinition:
         model=abi.model,
         fallback=Fallback.FORBID,
         vendor_id=vendor_id,
+        topology=topology,
         features=tuple(sorted(features, key=lambda f: f.name)),
     )
 

@@ -128,6 +128,8 @@ def compare_live(abi: Abi, live: LiveCpu, catalog: Catalog) -> LiveMismatch:
     for key, value in live.props.items():
         if abi.props.get(key) != value:
             other.append(f"{key}: pinned {abi.props.get(key)!r}, live {value!r}")
+    if live.vcpus != abi.vcpus:
+        other.append(f"vCPUs: pinned {abi.vcpus}, live {live.vcpus}")
     return LiveMismatch(
         extra=sorted([pin_name.get(n, n) for n in check.extra] + qemu_only_extra),
         missing=sorted([pin_name.get(n, n) for n in check.missing] + qemu_only_missing),

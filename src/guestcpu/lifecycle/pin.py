@@ -32,6 +32,9 @@ DISABLE = "disable"
 ABI_MODES = ("custom", "host-passthrough", "maximum")
 #: What the guest definition asked for (host-model becomes a custom ABI).
 DEFINITION_MODES = ("custom", "host-model", "host-passthrough", "maximum")
+#: The topology of a guest without one: a single vCPU (libvirt's default layout, sockets = vCPUs).
+TOPOLOGY_KEYS = ("sockets", "dies", "clusters", "cores", "threads")
+DEFAULT_TOPOLOGY = {"sockets": 1, "dies": 1, "clusters": 1, "cores": 1, "threads": 1}
 #: Version of a model on a machine type that runs QEMU's unversioned (pre-4.1) definition.
 LEGACY = "legacy"
 
@@ -61,6 +64,15 @@ class Abi:
     features: Mapping[str, bool]
     #: other guest-visible properties the machine type decides (``legacy-cache`` ...)
     props: Mapping[str, Any] = field(default_factory=dict)
+    #: sockets/dies/clusters/cores/threads: CPUID leaves 0x1, 0x4, 0xb, 0x1f depend on them
+    topology: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_TOPOLOGY))
+
+    @property
+    def vcpus(self) -> int:
+        total = 1
+        for key in TOPOLOGY_KEYS:
+            total *= self.topology.get(key, 1)
+        return total
 
     @property
     def required(self) -> list[str]:
@@ -88,6 +100,7 @@ class Abi:
             "model_id": self.model_id,
             "features": {name: REQUIRE if self.features[name] else DISABLE for name in sorted(self.features)},
             "props": {name: self.props[name] for name in sorted(self.props)},
+            "topology": {key: self.topology.get(key, 1) for key in TOPOLOGY_KEYS},
         }
 
     @property
@@ -213,6 +226,11 @@ def abi_from_json(doc: Any, source: str) -> Abi:
     mode = _get(doc, "mode", str, source, "abi.")
     if mode not in ABI_MODES:
         raise PinError(f"{source}: abi.mode {mode!r} is not one of {', '.join(ABI_MODES)}")
+    topology = _get(doc, "topology", dict, source, "abi.")
+    if set(topology) != set(TOPOLOGY_KEYS) or not all(
+        isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in topology.values()
+    ):
+        raise PinError(f"{source} is damaged: 'abi.topology' must give {', '.join(TOPOLOGY_KEYS)} as positive numbers")
     version = doc.get("version")
     if version is not None and not isinstance(version, (int, str)):
         raise PinError(f"{source} is damaged: 'abi.version' has the wrong type")
@@ -232,6 +250,7 @@ def abi_from_json(doc: Any, source: str) -> Abi:
         model_id=_get(doc, "model_id", str, source, "abi."),
         features=parsed,
         props=dict(_get(doc, "props", dict, source, "abi.")),
+        topology=dict(topology),
     )
 
 

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from guestcpu.catalog.catalog import Catalog
-from guestcpu.lifecycle.argv import guest_args
+from guestcpu.lifecycle.argv import check_extra_args, guest_args
 from guestcpu.lifecycle.define import Target, recompute
 from guestcpu.lifecycle.live import LiveCpu, PinMismatchError, compare_live, read_live
 from guestcpu.lifecycle.migration import wait_incoming
@@ -64,6 +64,7 @@ async def verified_guest(
     name: str = "guest",
 ) -> AsyncIterator[RunningGuest]:
     """A paused QEMU whose vCPU has been checked against ``pin``; stopped on leaving."""
+    check_extra_args(extra_args)
     args = guest_args(pin.abi, known)
     args += list(extra_args)
     if incoming is not None:

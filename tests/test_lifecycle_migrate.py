@@ -259,3 +259,47 @@ def test_kvm_host_passthrough_moves_only_to_an_identical_host(catalog: Catalog, 
     # Another CPU: its identity differs (here family 6 model 158, an i7-8700) and so do its features.
     assert verdict.host_differences[0].startswith(("vendor ", "family ", "model ", "stepping "))
     assert "can only move to an identical host" in verdict.summary()
+
+
+def test_cli_incoming_start_uses_the_pin_as_it_is(catalog: Catalog, cache_dir: Path, sockdir: Path,
+                                                  tmp_path: Path) -> None:
+    """A host-model guest migrates to a destination whose QEMU changed: the destination does not recompute."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from guestcpu.lifecycle.documents import read_pin, write_document
+    from guestcpu.lifecycle.pin import pin_to_document
+
+    pin = make_pin("<cpu mode='host-model'/>", catalog, cache_dir)
+    pin_file = tmp_path / "pin.json"
+    write_document(str(pin_file), pin_to_document(pin))
+    changed = tmp_path / "qemu-max-without-popcnt"
+    changed.write_text(f"#!/bin/sh\nexec {QEMU} \"$@\" -global driver=max-x86_64-cpu,property=popcnt,value=off\n")
+    changed.chmod(0o755)
+    uri = f"unix:{sockdir}/incoming.sock"
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    destination = subprocess.Popen(
+        [sys.executable, "-m", "guestcpu.cli.main", "start", str(pin_file), "--incoming", uri, "--qemu", str(changed),
+         "--", "-m", "128"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
+    try:
+        assert destination.stdout is not None
+        verified = destination.stdout.readline()
+        assert verified.startswith(f"verified: the vCPU is exactly the pin {pin.fingerprint}"), (
+            verified, destination.stderr.read() if destination.poll() is not None and destination.stderr else "")
+        assert destination.stdout.readline().startswith("running: QEMU pid ")
+
+        async def send() -> Any:
+            tcg = caps("tcg", cache_dir)
+            async with verified_guest(pin, tcg.binary, catalog, extra_args=["-m", "128"], name="src") as src:
+                await src.qemu.execute("cont")
+                return await migrate_pinned(src.qemu, pin, tcg, uri, name="destination")
+
+        result = run_sync(send())
+        assert result.status == "completed"
+        assert read_pin(str(pin_file)).fingerprint == pin.fingerprint  # never recomputed on an incoming start
+        assert destination.poll() is None  # the guest runs on the destination
+    finally:
+        os.killpg(destination.pid, signal.SIGINT)
+        destination.wait(20)

@@ -51,6 +51,17 @@ demo: debs-demo $(STAMP)
 	cat $(VENV)/demo-baseline.xml
 	@echo "== start it paused under TCG and verify what the vCPU really got (check='full')"
 	$(BIN)/guestcpu run --accel tcg --verify-only $(VENV)/demo-baseline.xml
+	@echo "== pin it once: explicit version, every feature explicit, ABI fingerprint"
+	$(BIN)/guestcpu define $(VENV)/demo-baseline.xml --accel tcg --machine pc-q35-7.2 -o $(VENV)/demo.pin.json
+	@echo "== start from the pin and verify the vCPU is exactly the pin"
+	$(BIN)/guestcpu start $(VENV)/demo.pin.json --verify-only
+	@echo "== capture this host, then ask whether guests can move here (the pin, never the source CPU, is compared)"
+	$(BIN)/guestcpu capture -o $(VENV)/demo-host.json
+	$(BIN)/guestcpu migrate-check $(VENV)/demo.pin.json --to $(VENV)/demo-host.json
+	$(BIN)/guestcpu define $(VENV)/demo-guest.xml --accel tcg --machine pc-q35-7.2 -o $(VENV)/demo-sky.pin.json 2>/dev/null
+	$(BIN)/guestcpu migrate-check $(VENV)/demo-sky.pin.json --to $(VENV)/demo-host.json; echo "(exit status $$?: refused before anything is sent)"
+	@echo "== what differs between the two pinned CPUs"
+	$(BIN)/guestcpu diff $(VENV)/demo.pin.json $(VENV)/demo-sky.pin.json | head -12
 	@echo "== the model catalog: versions, aliases, what changed"
 	$(BIN)/guestcpu model Skylake-Client
 

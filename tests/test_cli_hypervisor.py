@@ -152,3 +152,27 @@ def test_run_passes_the_topology_to_qemu(tmp_path: Path, env: dict[str, str]) ->
     assert "-smp 8,sockets=2,dies=1,cores=2,threads=2" in plan.stdout
     run = guestcpu(["run", "--accel", "tcg", "--verify-only", guest], env)
     assert run.returncode == 0, run.stdout + run.stderr
+
+
+@pytest.mark.skipif(QEMU is None, reason="qemu-system-x86_64 is not installed")
+@pytest.mark.parametrize("accel", ["tcg", "kvm"])
+def test_hypervisor_compare_of_every_model_names_exactly_qemus_blockers(accel: str) -> None:
+    """Under KVM QEMU grants topoext though host's expansion lacks it: no false EPYC blockers."""
+    from guestcpu.model.cpu import CpuDefinition, Match, Mode
+    from guestcpu.qemu.cache import load_caps
+    from guestcpu.qemu.hypervisor import hypervisor_compare, model_blockers
+    from guestcpu.qemu.process import kvm_unusable_reason
+
+    if accel == "kvm" and (reason := kvm_unusable_reason()):
+        pytest.skip(f"KVM is not usable here: {reason}")
+    catalog = load_catalog(dropin_dirs=[])
+    caps = load_caps(None, accel).caps
+    checked = 0
+    for entry in caps.models:
+        if entry.name in ("host", "max", "base") or not catalog.has_model(entry.name):
+            continue
+        guest = CpuDefinition(mode=Mode.CUSTOM, match=Match.EXACT, model=entry.name)
+        ours = set(hypervisor_compare(guest, caps, catalog).comparison.missing_features)
+        assert ours == set(model_blockers(caps, catalog, entry.name)[0]), entry.name
+        checked += 1
+    assert checked > 120

@@ -21,10 +21,10 @@ from guestcpu.lifecycle.define import define
 from guestcpu.lifecycle.definition import parse_guest
 from guestcpu.lifecycle.diff import diff_pins
 from guestcpu.lifecycle.pin import Pin, pin_to_document
-from guestcpu.lifecycle.supported import supported_features
 from guestcpu.lifecycle.versions import ModelNotInQemuError
 from guestcpu.qemu.cache import load_caps
 from guestcpu.qemu.caps import QemuCaps
+from guestcpu.qemu.offer import supported_features
 from guestcpu.qemu.process import kvm_unusable_reason
 
 pytestmark = pytest.mark.qemu

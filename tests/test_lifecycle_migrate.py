@@ -31,9 +31,9 @@ from guestcpu.lifecycle.live import compare_live, read_live
 from guestcpu.lifecycle.migration import MigrationRefusedError, migrate, migrate_pinned, wait_incoming
 from guestcpu.lifecycle.pin import Pin
 from guestcpu.lifecycle.start import verified_guest
-from guestcpu.lifecycle.supported import known_features, supported_features
 from guestcpu.qemu.cache import load_caps
 from guestcpu.qemu.caps import QemuCaps
+from guestcpu.qemu.offer import known_features, supported_features
 from guestcpu.qemu.process import kvm_unusable_reason, run_sync
 
 pytestmark = pytest.mark.qemu

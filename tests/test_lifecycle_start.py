@@ -29,8 +29,8 @@ from guestcpu.lifecycle.documents import read_pin, write_document
 from guestcpu.lifecycle.live import PinMismatchError, read_live
 from guestcpu.lifecycle.pin import Pin, pin_to_document
 from guestcpu.lifecycle.start import StartPlan, plan_start, start_async
-from guestcpu.lifecycle.supported import supported_features
 from guestcpu.qemu.cache import load_caps
+from guestcpu.qemu.offer import supported_features
 from guestcpu.qemu.process import QemuProcess, base_args, kvm_unusable_reason, run_sync
 
 pytestmark = pytest.mark.qemu

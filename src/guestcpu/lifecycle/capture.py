@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from guestcpu.errors import GuestCpuError, InputError
-from guestcpu.lifecycle.supported import HOST_MODELS, supported_features
 from guestcpu.model.cpuid import CpuidData
 from guestcpu.qemu.caps import Expansion, QemuCaps, caps_from_document, compact_props, to_document
+from guestcpu.qemu.offer import HOST_MODELS, supported_features
 
 SCHEMA = "guestcpu/host-capture"
 SCHEMA_VERSION = 1

@@ -25,8 +25,8 @@ from typing import Any
 
 from guestcpu.catalog.catalog import normalize_feature_name
 from guestcpu.lifecycle.pin import Pin
-from guestcpu.lifecycle.supported import known_features, non_migratable_features, supported_features
 from guestcpu.qemu.caps import QemuCaps
+from guestcpu.qemu.offer import known_features, non_migratable_features, supported_features
 
 PURPOSES = ("migrate", "restore", "start")
 _IDENTITY_PROPS = ("vendor", "family", "model", "stepping", "model-id")

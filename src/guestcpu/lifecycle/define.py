@@ -24,9 +24,9 @@ from guestcpu.lifecycle.libvirt_form import libvirt_xml
 from guestcpu.lifecycle.machine_expansion import MachineSession
 from guestcpu.lifecycle.pin import Pin, PinPolicy, Resolution
 from guestcpu.lifecycle.request import CpuRequest, default_cpu, plan_request
-from guestcpu.lifecycle.supported import supported_features
 from guestcpu.model.cpu import CpuDefinition, Topology
 from guestcpu.qemu.caps import MachineCaps, QemuCaps
+from guestcpu.qemu.offer import supported_features
 from guestcpu.qemu.process import DEFAULT_TIMEOUT, resolve_binary, run_sync
 
 

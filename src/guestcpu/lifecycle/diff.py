@@ -18,8 +18,8 @@ from typing import Any
 from guestcpu.lifecycle.capture import HostCapture
 from guestcpu.lifecycle.compat import check_destination
 from guestcpu.lifecycle.pin import Pin
-from guestcpu.lifecycle.supported import supported_features
 from guestcpu.qemu.caps import QemuCaps
+from guestcpu.qemu.offer import supported_features
 
 _ABI_FIELDS = (
     "arch", "accel", "machine", "mode", "model", "version", "vendor", "family", "model_number", "stepping",

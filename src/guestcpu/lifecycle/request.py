@@ -27,11 +27,11 @@ from typing import Any
 from guestcpu.catalog.catalog import Catalog
 from guestcpu.engine.update import translate
 from guestcpu.errors import GuestCpuError, InputError
-from guestcpu.lifecycle.supported import supported_features
 from guestcpu.lifecycle.versions import ModelChoice, ModelNotInQemuError, resolve_model, version_of
 from guestcpu.model.cpu import CpuDefinition, Fallback, Match, Mode, Policy
 from guestcpu.qemu.caps import MachineCaps, QemuCaps
 from guestcpu.qemu.hypervisor import host_model
+from guestcpu.qemu.offer import supported_features
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from guestcpu.lifecycle.define import Target, recompute
 from guestcpu.lifecycle.live import LiveCpu, PinMismatchError, compare_live, read_live
 from guestcpu.lifecycle.migration import wait_incoming
 from guestcpu.lifecycle.pin import Pin
-from guestcpu.lifecycle.supported import known_features
+from guestcpu.qemu.offer import known_features
 from guestcpu.qemu.process import DEFAULT_TIMEOUT, QemuProcess
 
 

@@ -65,15 +65,21 @@ def expansion_bits(expansion: Expansion | None, catalog: Catalog) -> tuple[int, 
 def offered_bits(caps: QemuCaps, catalog: Catalog, *, migratable: bool = False) -> int:
     """Every catalog feature this QEMU can give a guest under its accelerator.
 
-    QEMU's own filtering does not apply the migratable mask, so by default the
-    non-migratable features (``invtsc``) count as offered; ``migratable=True`` leaves
-    them out (what a migratable guest may use).
+    That is more than the host/max expansion shows (``qemu.offer``: KVM grants
+    ``topoext`` to the models that ask for it).  QEMU's own filtering does not apply
+    the migratable mask, so by default the non-migratable features (``invtsc``) count
+    as offered; ``migratable=True`` leaves them out (what a migratable guest may use).
     """
-    bits, _ = expansion_bits(caps.host_static, catalog)
-    if not migratable:
+    from guestcpu.qemu.offer import supported_features
+
+    bits = 0
+    for name in supported_features(caps):
+        if catalog.has_feature(name):
+            bits |= 1 << catalog.feature(name).index
+    if migratable:
         for name in caps.non_migratable:
             if catalog.has_feature(name):
-                bits |= 1 << catalog.feature(name).index
+                bits &= ~(1 << catalog.feature(name).index)
     return bits
 
 

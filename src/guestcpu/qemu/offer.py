@@ -6,7 +6,7 @@ and ``invtsc`` only appears with ``migratable=off``.  QEMU's own verdict per mod
 (``unavailable-features`` of ``query-cpu-definitions``) is authoritative, so every
 feature some model asks for without QEMU blocking it counts as supported too.  On this
 host's QEMU 7.2 that union equals QEMU's blockers for all 132 models under both
-accelerators (tests/test_lifecycle_checks.py).
+accelerators (tests/test_lifecycle_checks.py, tests/test_qemu_live.py).
 """
 
 from __future__ import annotations

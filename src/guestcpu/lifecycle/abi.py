@@ -6,9 +6,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from guestcpu.errors import InputError
-from guestcpu.lifecycle.machine_expansion import Expanded
 from guestcpu.lifecycle.pin import DEFAULT_TOPOLOGY, Abi
 from guestcpu.model.cpu import Topology
+from guestcpu.qemu.machine import Expanded
 
 #: Guest-visible properties a machine type's compatibility settings change, beyond the
 #: features (cache layout, extended topology leaf, vendor-specific leaves, PMU).

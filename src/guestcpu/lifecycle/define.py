@@ -21,11 +21,11 @@ from guestcpu.formats.libvirt_xml import format_cpu, parse_cpu
 from guestcpu.lifecycle.abi import build_abi, topology_of
 from guestcpu.lifecycle.definition import GuestDefinition
 from guestcpu.lifecycle.libvirt_form import libvirt_xml
-from guestcpu.lifecycle.machine_expansion import MachineSession
 from guestcpu.lifecycle.pin import Pin, PinPolicy, Resolution
 from guestcpu.lifecycle.request import CpuRequest, default_cpu, plan_request
 from guestcpu.model.cpu import CpuDefinition, Topology
 from guestcpu.qemu.caps import MachineCaps, QemuCaps
+from guestcpu.qemu.machine import MachineSession
 from guestcpu.qemu.offer import supported_features
 from guestcpu.qemu.process import DEFAULT_TIMEOUT, resolve_binary, run_sync
 

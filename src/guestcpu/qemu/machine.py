@@ -1,4 +1,4 @@
-"""Ask QEMU what a CPU model means on one machine type (the only QEMU I/O of ``define``).
+"""Ask QEMU what a CPU model means on one machine type (what ``define`` pins).
 
 A capabilities probe runs ``-machine none``, but a machine type's compatibility
 properties change models: QEMU 7.2's ``EPYC`` on ``pc-i440fx-2.12`` loses topoext,
@@ -7,9 +7,6 @@ means v1, the latest or the legacy definition also depends on the machine type. 
 the pin is computed in a (paused, device-less) QEMU started with the guest's own
 ``-machine``: its ``query-cpu-definitions`` tells how names resolve there, and its
 ``query-cpu-model-expansion`` gives the features and properties the guest will see.
-
-(Merge note: a machine-type-aware expansion belongs in ``guestcpu.qemu``; this is the
-smallest piece the lifecycle needs until it exists there.)
 """
 
 from __future__ import annotations

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
 from guestcpu.catalog.catalog import Catalog
-from guestcpu.errors import InputError
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 
@@ -46,16 +44,9 @@ def load_catalog_for(ctx: click.Context) -> Catalog:
 
 def read_input(path: str) -> bytes:
     """Read a file argument (``-`` is standard input) with a clear error."""
-    if path == "-":
-        return sys.stdin.buffer.read()
-    try:
-        return Path(path).read_bytes()
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise InputError(f"{path} is a directory; expected a file") from None
-    except OSError as exc:
-        raise InputError(f"cannot read {path}: {exc.strerror}") from None
+    from guestcpu.formats.files import read_bytes
+
+    return read_bytes(path, "a CPU description (XML) or a CPUID dump")
 
 
 def emit_json(data: Any) -> None:

@@ -338,7 +338,8 @@ def diff_cmd(old: str, new: str, pins_dir: str | None, as_json: bool) -> None:
 
 
 def _read_pins_dir(path: str) -> list[tuple[str, Any]]:
-    from guestcpu.lifecycle.documents import kind_of, read_json
+    from guestcpu.formats.files import read_json
+    from guestcpu.lifecycle.documents import kind_of
     from guestcpu.lifecycle.pin import pin_from_document
 
     directory = Path(path)

@@ -12,30 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from guestcpu.errors import InputError
+from guestcpu.formats.files import read_json
 from guestcpu.lifecycle import capture, pin
 from guestcpu.lifecycle.capture import HostCapture, capture_from_document
 from guestcpu.lifecycle.pin import Pin, pin_from_document
 
 PIN = "pin"
 CAPTURE = "capture"
-
-
-def read_json(path: str, what: str) -> Any:
-    if path == "-":
-        text = sys.stdin.read()
-    else:
-        try:
-            text = Path(path).read_text()
-        except FileNotFoundError:
-            raise InputError(f"{path}: no such file; expected {what}") from None
-        except IsADirectoryError:
-            raise InputError(f"{path} is a directory; expected {what}") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise InputError(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
-    try:
-        return json.loads(text)
-    except ValueError as exc:
-        raise InputError(f"{path} is not JSON ({exc}); expected {what}") from None
 
 
 def kind_of(doc: Any) -> str | None:

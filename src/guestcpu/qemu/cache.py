@@ -22,7 +22,6 @@ import hashlib
 import json
 import os
 import struct
-import sys
 import tempfile
 import warnings
 from collections.abc import Callable, Iterator, Mapping
@@ -249,19 +248,7 @@ def load_caps(
 
 def read_caps_file(path: str) -> QemuCaps:
     """A capabilities document given by the user (``--caps FILE``), with clear errors."""
-    if path == "-":
-        text = sys.stdin.read()
-    else:
-        try:
-            text = Path(path).read_text()
-        except FileNotFoundError:
-            raise InputError(f"{path}: no such capabilities file") from None
-        except OSError as exc:
-            raise InputError(f"cannot read {path}: {exc.strerror}") from None
-    try:
-        doc = json.loads(text)
-    except ValueError as exc:
-        raise InputError(
-            f"{path} is not JSON ({exc}); expected a document from 'guestcpu caps --document'"
-        ) from None
+    from guestcpu.formats.files import read_json
+
+    doc = read_json(path, "a capabilities document from 'guestcpu caps --document'")
     return caps_from_document(doc, path)

@@ -29,6 +29,19 @@ from guestcpu.model.cpu import (
 from guestcpu.model.cpuid import CpuidData
 
 _KNOWN_CHILDREN = {"arch", "model", "vendor", "microcode", "signature", "topology", "feature"}
+_POLICIES = {p.value: p for p in Policy}
+_FEATURE_REQUESTS: dict[tuple[str, str | None], FeatureRequest] = {}
+
+
+def feature_request(name: str, policy: Policy | None) -> FeatureRequest:
+    """Shared, immutable ``FeatureRequest`` instances: parsing many CPUs makes the same few hundred."""
+    key = (name, policy.value if policy is not None else None)
+    found = _FEATURE_REQUESTS.get(key)
+    if found is None:
+        found = FeatureRequest(name, policy)
+        if len(_FEATURE_REQUESTS) < 50_000:
+            _FEATURE_REQUESTS[key] = found
+    return found
 
 
 def _enum(cls: Any, value: str | None, what: str, source: str) -> Any:
@@ -55,7 +68,21 @@ def cpu_from_element(node: Any, source: str, force_type: CpuType | None = None) 
     """Parse one ``<cpu>`` element (libvirt's virCPUDefParseXML, type AUTO unless forced)."""
     if node.tag != "cpu":
         raise InputError(f"{source}: expected a <cpu> element, found <{node.tag}>")
-    has_arch = node.find("arch") is not None
+    # One pass over the children (files with thousands of CPUs are common input).
+    first: dict[str, Any] = {}
+    feature_nodes: list[Any] = []
+    extra_nodes: list[Any] = []
+    for child in node:
+        tag = child.tag
+        if not isinstance(tag, str):
+            continue
+        if tag == "feature":
+            feature_nodes.append(child)
+        elif tag in _KNOWN_CHILDREN:
+            first.setdefault(tag, child)
+        else:
+            extra_nodes.append(child)
+    has_arch = "arch" in first
     if force_type is not None:
         cpu_type = force_type
     elif has_arch:
@@ -69,7 +96,7 @@ def cpu_from_element(node: Any, source: str, force_type: CpuType | None = None) 
     match = _enum(Match, node.get("match"), "CPU match", source)
     check = _enum(Check, node.get("check"), "CPU check", source)
 
-    model_node = node.find("model")
+    model_node = first.get("model")
     model = fallback = vendor_id = None
     if model_node is not None:
         model = (model_node.text or "").strip() or None
@@ -78,16 +105,16 @@ def cpu_from_element(node: Any, source: str, force_type: CpuType | None = None) 
         if vendor_id is not None and (len(vendor_id) != 12 or "," in vendor_id):
             raise InputError(f"{source}: vendor_id '{vendor_id}' must be exactly 12 characters without commas")
 
-    vendor_node = node.find("vendor")
+    vendor_node = first.get("vendor")
     vendor = (vendor_node.text or "").strip() if vendor_node is not None else None
     if vendor is not None and not vendor:
         raise InputError(f"{source}: <vendor> is empty; expected a vendor name such as Intel or AMD")
     if vendor and not model and cpu_type is CpuType.GUEST and mode in (None, Mode.CUSTOM):
         raise InputError(f"{source}: a CPU <vendor> needs a <model>")
 
-    arch_node = node.find("arch")
-    micro_node = node.find("microcode")
-    sig_node = node.find("signature")
+    arch_node = first.get("arch")
+    micro_node = first.get("microcode")
+    sig_node = first.get("signature")
     signature = None
     if sig_node is not None:
         fam = _int_attr(sig_node, "family", source)
@@ -95,7 +122,7 @@ def cpu_from_element(node: Any, source: str, force_type: CpuType | None = None) 
         step = _int_attr(sig_node, "stepping", source)
         signature = (fam or 0, mod or 0, step or 0)
 
-    topo_node = node.find("topology")
+    topo_node = first.get("topology")
     topology = None
     if topo_node is not None:
         topology = Topology(
@@ -108,19 +135,21 @@ def cpu_from_element(node: Any, source: str, force_type: CpuType | None = None) 
 
     features: list[FeatureRequest] = []
     seen: set[str] = set()
-    for feat in node.findall("feature"):
+    for feat in feature_nodes:
         name = feat.get("name")
         if not name:
             raise InputError(f"{source}: a <feature> has no name attribute")
         if name in seen:
             raise InputError(f"{source}: feature '{name}' is listed more than once")
         seen.add(name)
-        policy = _enum(Policy, feat.get("policy"), "feature policy", source)
-        if cpu_type is CpuType.GUEST and policy is None:
-            policy = Policy.REQUIRE
+        policy_text = feat.get("policy")
         if cpu_type is CpuType.HOST:
             policy = None
-        features.append(FeatureRequest(name, policy))
+        elif policy_text is None:
+            policy = Policy.REQUIRE
+        else:
+            policy = _POLICIES.get(policy_text) or _enum(Policy, policy_text, "feature policy", source)
+        features.append(feature_request(name, policy))
 
     if cpu_type is CpuType.GUEST:
         # libvirt's defaults, made explicit as libvirt itself writes them back.
@@ -129,11 +158,7 @@ def cpu_from_element(node: Any, source: str, force_type: CpuType | None = None) 
             match = match or Match.EXACT
             fallback = fallback or Fallback.ALLOW
 
-    extra = tuple(
-        etree.tostring(child, encoding="unicode").strip()
-        for child in node
-        if isinstance(child.tag, str) and child.tag not in _KNOWN_CHILDREN
-    )
+    extra = tuple(etree.tostring(child, encoding="unicode").strip() for child in extra_nodes)
     return CpuDefinition(
         type=cpu_type,
         mode=mode,

@@ -83,17 +83,17 @@ class CpuDefinition:
     topology: Topology | None = None
     features: tuple[FeatureRequest, ...] = ()
     extra_xml: tuple[str, ...] = field(default=(), compare=False)
-    _hash: int = field(default=0, init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        # Definitions are dictionary keys in hot paths (the engine's compile memo):
-        # hash the fields once instead of on every look-up.
-        fields = (self.type, self.mode, self.match, self.check, self.migratable, self.arch, self.model,
-                  self.fallback, self.vendor_id, self.vendor, self.microcode, self.signature, self.topology,
-                  self.features)
-        object.__setattr__(self, "_hash", hash(fields))
+    _hash: int | None = field(default=None, init=False, repr=False, compare=False)
 
     def __hash__(self) -> int:
+        # Definitions are dictionary keys in hot paths (the engine's compile memo):
+        # hash the fields once, on first use, instead of on every look-up.
+        if self._hash is None:
+            fields = (self.type, self.mode, self.match, self.check, self.migratable, self.arch, self.model,
+                      self.fallback, self.vendor_id, self.vendor, self.microcode, self.signature, self.topology,
+                      self.features)
+            object.__setattr__(self, "_hash", hash(fields))
+        assert self._hash is not None
         return self._hash
 
     def with_(self, **changes: object) -> CpuDefinition:

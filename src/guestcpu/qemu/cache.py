@@ -179,7 +179,7 @@ def _default_warn(message: str) -> None:
 def _read(path: Path, warn: Callable[[str], None]) -> tuple[QemuCaps | None, str]:
     try:
         data = path.read_bytes()
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return None, "missing"
     except OSError as exc:
         warn(f"cannot read capabilities cache {path}: {exc.strerror}; probing QEMU again")

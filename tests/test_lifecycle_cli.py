@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -20,14 +19,10 @@ import pytest
 from guestcpu.formats.qemu_json import split_replies
 from guestcpu.lifecycle.capture import HostCapture, caps_on_other_cpu, capture_from_document, capture_to_document
 from guestcpu.qemu.cache import load_caps
-from guestcpu.qemu.process import kvm_unusable_reason
+from qemu_support import CPUTESTDATA, QEMU, needs_kvm
 
 pytestmark = pytest.mark.qemu
 
-QEMU = shutil.which("qemu-system-x86_64")
-KVM_REASON = kvm_unusable_reason()
-CPUTESTDATA = Path(__file__).parent / "data" / "libvirt-11.3" / "cputestdata"
-needs_kvm = pytest.mark.skipif(KVM_REASON is not None, reason=f"KVM not usable: {KVM_REASON}")
 
 if QEMU is None:
     pytest.skip("qemu-system-x86_64 is not installed", allow_module_level=True)

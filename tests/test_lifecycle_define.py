@@ -8,14 +8,12 @@ can run it).  Probes share one cache directory per session.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from guestcpu.catalog.catalog import Catalog
-from guestcpu.catalog.loader import load_catalog
 from guestcpu.errors import GuestCpuError, InputError, UnknownNameError
 from guestcpu.lifecycle.define import define
 from guestcpu.lifecycle.definition import parse_guest
@@ -25,12 +23,10 @@ from guestcpu.lifecycle.versions import ModelNotInQemuError
 from guestcpu.qemu.cache import load_caps
 from guestcpu.qemu.caps import QemuCaps
 from guestcpu.qemu.offer import supported_features
-from guestcpu.qemu.process import kvm_unusable_reason
+from qemu_support import KVM_REASON, QEMU
 
 pytestmark = pytest.mark.qemu
 
-QEMU = shutil.which("qemu-system-x86_64")
-KVM_REASON = kvm_unusable_reason()
 DATA = Path(__file__).parent / "data" / "lifecycle"
 
 if QEMU is None:
@@ -42,16 +38,6 @@ def accels() -> list[Any]:
         "tcg",
         pytest.param("kvm", marks=pytest.mark.skipif(KVM_REASON is not None, reason=f"KVM not usable: {KVM_REASON}")),
     ]
-
-
-@pytest.fixture(scope="module")
-def catalog() -> Catalog:
-    return load_catalog(dropin_dirs=[])
-
-
-@pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("caps-cache")
 
 
 def pin_of(xml: str, catalog: Catalog, cache_dir: Path, **options: Any) -> Pin:

@@ -21,7 +21,6 @@ from typing import Any
 import pytest
 
 from guestcpu.catalog.catalog import Catalog
-from guestcpu.catalog.loader import load_catalog
 from guestcpu.formats.qemu_json import split_replies
 from guestcpu.lifecycle.capture import caps_on_other_cpu
 from guestcpu.lifecycle.compat import check_destination
@@ -34,33 +33,15 @@ from guestcpu.lifecycle.start import verified_guest
 from guestcpu.qemu.cache import load_caps
 from guestcpu.qemu.caps import QemuCaps
 from guestcpu.qemu.offer import known_features, supported_features
-from guestcpu.qemu.process import kvm_unusable_reason, run_sync
+from guestcpu.qemu.process import run_sync
+from qemu_support import CPUTESTDATA, HASWELL_TCG, QEMU, needs_kvm
 
 pytestmark = pytest.mark.qemu
 
-QEMU = shutil.which("qemu-system-x86_64")
-KVM_REASON = kvm_unusable_reason()
-CPUTESTDATA = Path(__file__).parent / "data" / "libvirt-11.3" / "cputestdata"
-needs_kvm = pytest.mark.skipif(KVM_REASON is not None, reason=f"KVM not usable: {KVM_REASON}")
 
 if QEMU is None:
     pytest.skip("qemu-system-x86_64 is not installed", allow_module_level=True)
 
-HASWELL_TCG = (
-    "<cpu mode='custom' match='exact'><model fallback='forbid'>Haswell-noTSX</model>"
-    "<feature policy='disable' name='pcid'/><feature policy='disable' name='x2apic'/>"
-    "<feature policy='disable' name='tsc-deadline'/><feature policy='disable' name='invpcid'/></cpu>"
-)
-
-
-@pytest.fixture(scope="module")
-def catalog() -> Catalog:
-    return load_catalog(dropin_dirs=[])
-
-
-@pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("caps-cache")
 
 
 @pytest.fixture()

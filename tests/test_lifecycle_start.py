@@ -12,7 +12,6 @@ A "QEMU capability change" is simulated with wrapper scripts around the real bin
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -22,7 +21,6 @@ from typing import Any
 import pytest
 
 from guestcpu.catalog.catalog import Catalog
-from guestcpu.catalog.loader import load_catalog
 from guestcpu.lifecycle.define import Target, define, load_target
 from guestcpu.lifecycle.definition import parse_guest
 from guestcpu.lifecycle.documents import read_pin, write_document
@@ -31,32 +29,15 @@ from guestcpu.lifecycle.pin import Pin, pin_to_document
 from guestcpu.lifecycle.start import StartPlan, plan_start, start_async
 from guestcpu.qemu.cache import load_caps
 from guestcpu.qemu.offer import supported_features
-from guestcpu.qemu.process import QemuProcess, base_args, kvm_unusable_reason, run_sync
+from guestcpu.qemu.process import QemuProcess, base_args, run_sync
+from qemu_support import HASWELL_TCG, KVM_REASON, QEMU
 
 pytestmark = pytest.mark.qemu
 
-QEMU = shutil.which("qemu-system-x86_64")
-KVM_REASON = kvm_unusable_reason()
 
 if QEMU is None:
     pytest.skip("qemu-system-x86_64 is not installed", allow_module_level=True)
 
-#: A Haswell without what TCG 7.2 cannot emulate: a CPU TCG gives exactly.
-HASWELL_TCG = (
-    "<cpu mode='custom' match='exact'><model fallback='forbid'>Haswell-noTSX</model>"
-    "<feature policy='disable' name='pcid'/><feature policy='disable' name='x2apic'/>"
-    "<feature policy='disable' name='tsc-deadline'/><feature policy='disable' name='invpcid'/></cpu>"
-)
-
-
-@pytest.fixture(scope="module")
-def catalog() -> Catalog:
-    return load_catalog(dropin_dirs=[])
-
-
-@pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("caps-cache")
 
 
 def make_pin(xml: str, catalog: Catalog, cache_dir: Path, binary: str | None = None, **kw: Any) -> Pin:

@@ -176,3 +176,11 @@ def test_hypervisor_compare_of_every_model_names_exactly_qemus_blockers(accel: s
         assert ours == set(model_blockers(caps, catalog, entry.name)[0]), entry.name
         checked += 1
     assert checked > 120
+
+
+def test_run_with_an_unknown_machine_type_names_close_ones(tmp_path: Path, env: dict[str, str]) -> None:
+    guest = write(tmp_path, "g.xml", "<cpu mode='custom' match='exact'><model>qemu64</model></cpu>")
+    out = guestcpu(["run", "--caps", str(CAPS_TCG), "--machine", "pc-q35-7.3", "--dry-run", guest], env)
+    assert out.returncode == 1
+    assert out.stderr.startswith("guestcpu: error: unknown machine type 'pc-q35-7.3'")
+    assert "'pc-q35-7.2'" in out.stderr and len(out.stderr.strip().splitlines()) == 1

@@ -29,7 +29,8 @@ class UnknownNameError(InputError):
         self.suggestions = suggest(name, known)
         place = f" in {where}" if where else ""
         hint = f"; did you mean {', '.join(repr(s) for s in self.suggestions)}?" if self.suggestions else ""
-        super().__init__(f"unknown CPU {kind} '{name}'{place}{hint}")
+        what = f"CPU {kind}" if kind in ("model", "feature", "vendor") else kind
+        super().__init__(f"unknown {what} '{name}'{place}{hint}")
 
 
 class IncompatibleError(GuestCpuError):

@@ -21,7 +21,7 @@ from typing import Any
 
 from guestcpu.catalog.catalog import Catalog
 from guestcpu.engine.update import CpuMismatchError, LiveCheck, update_live
-from guestcpu.errors import GuestCpuError
+from guestcpu.errors import GuestCpuError, UnknownNameError
 from guestcpu.model.cpu import Check, CpuDefinition, Topology
 from guestcpu.model.cpuid import CpuidData
 from guestcpu.qemu.caps import QemuCaps
@@ -178,6 +178,9 @@ def plan_run(
     if machine is None:
         default = caps.default_machine()
         machine = (default.alias or default.name) if default else "pc"
+    elif caps.machines and caps.machine(machine) is None:
+        known = [m.name for m in caps.machines] + [m.alias for m in caps.machines if m.alias]
+        raise UnknownNameError("machine type", machine, known, f"QEMU {caps.qemu_version}")
     eff = effective_cpu(guest, caps, catalog, machine=machine)
     args = cpu_args(eff, caps, catalog)
     argv = guest_argv(binary or caps.binary, machine, caps.accel, args, extra, guest.topology)

@@ -184,3 +184,19 @@ def test_run_with_an_unknown_machine_type_names_close_ones(tmp_path: Path, env: 
     assert out.returncode == 1
     assert out.stderr.startswith("guestcpu: error: unknown machine type 'pc-q35-7.3'")
     assert "'pc-q35-7.2'" in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.skipif(QEMU is None, reason="qemu-system-x86_64 is not installed")
+def test_run_on_an_old_machine_type_expects_what_qemu_defines_there(tmp_path: Path, env: dict[str, str]) -> None:
+    """pc-i440fx-1.4 turns arat off in every model: not a mismatch, unless the guest names arat."""
+    plain = write(tmp_path, "w.xml", "<cpu mode='custom' match='exact'><model>Westmere-v1</model></cpu>")
+    out = guestcpu(["run", "--accel", "tcg", "--machine", "pc-i440fx-1.4", "--verify-only", "--json", plain], env)
+    assert out.returncode == 0, out.stdout + out.stderr
+    data = json.loads(out.stdout)
+    assert data["verified"] and any("-arat" in n for n in data["notes"])
+    named = write(tmp_path, "w2.xml", "<cpu mode='custom' match='exact'><model>Westmere-v1</model>"
+                  "<feature policy='require' name='arat'/></cpu>")
+    out = guestcpu(["run", "--accel", "tcg", "--machine", "pc-i440fx-1.4", "--verify-only", "--json", named], env)
+    assert out.returncode == 0, out.stdout + out.stderr
+    data = json.loads(out.stdout)
+    assert "+arat" in data["cpu"].split(",") and data["verified"]

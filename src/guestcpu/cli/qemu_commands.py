@@ -350,6 +350,8 @@ def run_cmd(
         state = "verified" if outcome.verified else "NOT verified (check='none')"
         click.echo(f"guest CPU {state}: {outcome.effective.qemu_model} under {caps.accel} "
                    f"({shlex.join(outcome.cpu_args.argv)})")
+        for note in outcome.notes:
+            click.echo(f"  note: {note}")
     if outcome.exit_status:
         sys.exit(outcome.exit_status)
 

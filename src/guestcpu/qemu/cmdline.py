@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from guestcpu.catalog.catalog import Catalog
 from guestcpu.model.features import Feature, iter_bits
 from guestcpu.qemu.caps import QemuCaps
-from guestcpu.qemu.hypervisor import EffectiveCpu, NotExpressibleError
+from guestcpu.qemu.hypervisor import EffectiveCpu, NotExpressibleError, known_bits
 
 
 @dataclass(frozen=True)
@@ -101,8 +101,11 @@ def cpu_args(eff: EffectiveCpu, caps: QemuCaps, catalog: Catalog) -> CpuArgs:
         if "," in eff.vendor_string:
             raise NotExpressibleError(f"vendor '{eff.vendor_string}' contains a comma, which -cpu cannot carry")
         parts.append(f"vendor={eff.vendor_string}")
-    plus = eff.features & ~eff.qemu_features
-    minus = eff.qemu_features & ~eff.features
+    # Every difference from QEMU's model, and every feature the guest names itself even
+    # where it agrees: an old machine type's compatibility properties may flip it.
+    named_known = eff.named & known_bits(caps, catalog) if caps.known_props else eff.named
+    plus = eff.features & (~eff.qemu_features | named_known)
+    minus = ~eff.features & (eff.qemu_features | named_known)
     parts += [f"+{qemu_feature_name(catalog.features[i], caps)}" for i in iter_bits(plus)]
     parts += [f"-{qemu_feature_name(catalog.features[i], caps)}" for i in iter_bits(minus)]
     return CpuArgs(",".join(parts), tuple(globals_), eff.qemu_model, eff.notes)

@@ -172,6 +172,9 @@ class EffectiveCpu:
     #: CPUID identity for the ``base`` form (level/xlevel 0: left to QEMU's minimum)
     base_identity: CpuidIdentity | None = None
     extra: dict[str, object] = field(default_factory=dict, compare=False)
+    #: features the guest names itself (its <feature> elements): always explicit on -cpu,
+    #: so that a machine type's compatibility properties cannot change them
+    named: int = 0
 
 
 def base_identity_for(model: CpuModel, catalog: Catalog, caps: QemuCaps) -> tuple[CpuidIdentity, str]:
@@ -362,6 +365,7 @@ def effective_cpu(
         notes=tuple(notes),
         check_name=check,
         base_identity=base_identity,
+        named=on | off,
     )
 
 

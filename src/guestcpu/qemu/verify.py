@@ -20,13 +20,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from guestcpu.catalog.catalog import Catalog
+from guestcpu.engine.expand import update_feature
 from guestcpu.engine.update import CpuMismatchError, LiveCheck, update_live
 from guestcpu.errors import GuestCpuError, UnknownNameError
-from guestcpu.model.cpu import Check, CpuDefinition, Topology
+from guestcpu.model.cpu import Check, CpuDefinition, Policy, Topology
 from guestcpu.model.cpuid import CpuidData
-from guestcpu.qemu.caps import QemuCaps
+from guestcpu.model.features import iter_bits
+from guestcpu.qemu.caps import Expansion, QemuCaps
 from guestcpu.qemu.cmdline import CpuArgs, cpu_args
-from guestcpu.qemu.hypervisor import EffectiveCpu, effective_cpu, hypervisor_compare
+from guestcpu.qemu.hypervisor import EffectiveCpu, effective_cpu, expansion_bits, hypervisor_compare
 from guestcpu.qemu.process import (
     DEFAULT_TIMEOUT,
     QemuProcess,
@@ -108,10 +110,36 @@ class VendorMismatchError(GuestCpuError):
     exit_status = 2
 
 
-def check_live(eff: EffectiveCpu, live: LiveCpu, catalog: Catalog) -> LiveCheck:
-    """Differences between what was asked (``eff``) and what the vCPU has, as update_live sees them."""
-    asked = eff.cpu.with_(check=Check.FULL)
+def check_live(eff: EffectiveCpu, live: LiveCpu, catalog: Catalog, cpu: CpuDefinition | None = None) -> LiveCheck:
+    """Differences between what was asked (``eff``, or ``cpu`` when the machine type adjusts it)
+    and what the vCPU has, as update_live sees them."""
+    asked = (cpu or eff.cpu).with_(check=Check.FULL)
     return update_live(asked, live.enabled, live.filtered, catalog)
+
+
+def machine_adjusted(
+    eff: EffectiveCpu, machine_bits: int, catalog: Catalog, machine: str
+) -> tuple[CpuDefinition, str | None]:
+    """The CPU to expect on ``machine``, whose compatibility properties may change the model.
+
+    Capabilities are probed with ``-machine none``; an old machine type can turn model
+    features off (pc-i440fx-1.4: ``arat``; pc-i440fx-2.12: EPYC's ``topoext``) or on.
+    What the guest states explicitly (the ``+``/``-`` of ``-cpu``) stays as asked; the
+    rest is what QEMU defines the model to be on that machine type.
+    """
+    explicit = (eff.features ^ eff.qemu_features) | eff.named
+    off = eff.qemu_features & ~machine_bits & ~explicit
+    on = machine_bits & ~eff.qemu_features & ~explicit
+    if not off and not on:
+        return eff.cpu, None
+    features = list(eff.cpu.features)
+    for i in iter_bits(off):
+        update_feature(features, catalog.features[i].name, Policy.DISABLE)
+    for i in iter_bits(on):
+        update_feature(features, catalog.features[i].name, Policy.REQUIRE)
+    changes = [f"-{n}" for n in catalog.names(off)] + [f"+{n}" for n in catalog.names(on)]
+    note = f"{machine}'s compatibility properties change {eff.qemu_model}: {' '.join(changes)}"
+    return eff.cpu.with_(features=tuple(features)), note
 
 
 @dataclass
@@ -128,6 +156,8 @@ class RunOutcome:
     warnings: list[str] = field(default_factory=list)
     exit_status: int | None = None
     launched: bool = False
+    #: what was learnt at launch (e.g. the machine type's compatibility properties)
+    notes: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -144,7 +174,7 @@ class RunOutcome:
             "missing_features": self.missing,
             "vendor": self.vendor,
             "warnings": self.warnings,
-            "notes": list(self.effective.notes),
+            "notes": [*self.effective.notes, *self.notes],
             "exit_status": self.exit_status,
         }
 
@@ -195,8 +225,18 @@ async def _launch(
     async with QemuProcess(argv[0], argv[1:], timeout=timeout, name="guest") as qemu:
         outcome.launched = True
         if outcome.check != "partial":
+            expected = None
+            eff = outcome.effective
+            if eff.qemu_model not in ("host", "max", "base"):
+                reply = await qemu.execute(
+                    "query-cpu-model-expansion", {"type": "static", "model": {"name": eff.qemu_model}}
+                )
+                machine_bits, _ = expansion_bits(Expansion.from_reply(reply), catalog)
+                expected, note = machine_adjusted(eff, machine_bits, catalog, outcome.machine)
+                if note:
+                    outcome.notes.append(note)
             live = await read_live_cpu(qemu, caps, catalog)
-            result = check_live(outcome.effective, live, catalog)
+            result = check_live(eff, live, catalog, expected)
             outcome.extra, outcome.missing = result.extra, result.missing
             vendor = live.identity.get("vendor")
             outcome.vendor = vendor if isinstance(vendor, str) else None

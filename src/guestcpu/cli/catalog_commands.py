@@ -156,3 +156,12 @@ def model_cmd(ctx: click.Context, name: str, machine_types: bool, as_json: bool)
         if "model_id" in change:
             parts.append(f"model-id '{change['model_id'][1]}'")
         click.echo(f"  {change['from']} -> {change['to']}: {' '.join(parts) or 'no feature change'}")
+
+
+@click.command("schema")
+@click.argument("name", type=click.Choice(["pin", "host-capture", "qemu-caps"]))
+def schema_cmd(name: str) -> None:
+    """Print the JSON Schema of a guestcpu document: a pin, a host capture or QEMU capabilities."""
+    from guestcpu.schemas import schema_text
+
+    click.echo(schema_text(name), nl=False)

@@ -114,42 +114,9 @@ def cpu_from_element(node: Any, source: str, force_type: CpuType | None = None) 
 
     arch_node = first.get("arch")
     micro_node = first.get("microcode")
-    sig_node = first.get("signature")
-    signature = None
-    if sig_node is not None:
-        fam = _int_attr(sig_node, "family", source)
-        mod = _int_attr(sig_node, "model", source)
-        step = _int_attr(sig_node, "stepping", source)
-        signature = (fam or 0, mod or 0, step or 0)
-
-    topo_node = first.get("topology")
-    topology = None
-    if topo_node is not None:
-        topology = Topology(
-            sockets=_int_attr(topo_node, "sockets", source) or 1,
-            cores=_int_attr(topo_node, "cores", source) or 1,
-            threads=_int_attr(topo_node, "threads", source) or 1,
-            dies=_int_attr(topo_node, "dies", source),
-            clusters=_int_attr(topo_node, "clusters", source),
-        )
-
-    features: list[FeatureRequest] = []
-    seen: set[str] = set()
-    for feat in feature_nodes:
-        name = feat.get("name")
-        if not name:
-            raise InputError(f"{source}: a <feature> has no name attribute")
-        if name in seen:
-            raise InputError(f"{source}: feature '{name}' is listed more than once")
-        seen.add(name)
-        policy_text = feat.get("policy")
-        if cpu_type is CpuType.HOST:
-            policy = None
-        elif policy_text is None:
-            policy = Policy.REQUIRE
-        else:
-            policy = _POLICIES.get(policy_text) or _enum(Policy, policy_text, "feature policy", source)
-        features.append(feature_request(name, policy))
+    signature = _signature(first.get("signature"), source)
+    topology = _topology(first.get("topology"), source)
+    features = _features(feature_nodes, cpu_type, source)
 
     if cpu_type is CpuType.GUEST:
         # libvirt's defaults, made explicit as libvirt itself writes them back.
@@ -176,6 +143,49 @@ def cpu_from_element(node: Any, source: str, force_type: CpuType | None = None) 
         features=tuple(features),
         extra_xml=extra,
     )
+
+
+def _signature(node: Any, source: str) -> tuple[int, int, int] | None:
+    if node is None:
+        return None
+    fam = _int_attr(node, "family", source)
+    mod = _int_attr(node, "model", source)
+    step = _int_attr(node, "stepping", source)
+    return (fam or 0, mod or 0, step or 0)
+
+
+def _topology(node: Any, source: str) -> Topology | None:
+    if node is None:
+        return None
+    return Topology(
+        sockets=_int_attr(node, "sockets", source) or 1,
+        cores=_int_attr(node, "cores", source) or 1,
+        threads=_int_attr(node, "threads", source) or 1,
+        dies=_int_attr(node, "dies", source),
+        clusters=_int_attr(node, "clusters", source),
+    )
+
+
+def _features(nodes: list[Any], cpu_type: CpuType, source: str) -> list[FeatureRequest]:
+    """``<feature>`` elements; host CPUs carry no policy, guest ones default to require."""
+    features: list[FeatureRequest] = []
+    seen: set[str] = set()
+    for feat in nodes:
+        name = feat.get("name")
+        if not name:
+            raise InputError(f"{source}: a <feature> has no name attribute")
+        if name in seen:
+            raise InputError(f"{source}: feature '{name}' is listed more than once")
+        seen.add(name)
+        policy_text = feat.get("policy")
+        if cpu_type is CpuType.HOST:
+            policy = None
+        elif policy_text is None:
+            policy = Policy.REQUIRE
+        else:
+            policy = _POLICIES.get(policy_text) or _enum(Policy, policy_text, "feature policy", source)
+        features.append(feature_request(name, policy))
+    return features
 
 
 def _find_cpus(root: Any) -> list[Any]:

@@ -10,8 +10,9 @@ commas without any escaping, and model-ids such as "Intel Core Processor (Skylak
 IBRS)" contain commas; ``-global driver=...,property=...,value=...`` takes ``,,`` as
 an escaped comma (measured with QEMU 7.2).
 
-(Merge note: ``guestcpu.qemu.cmdline`` is to build ``-cpu`` for a fully specified CPU;
-this module is the lifecycle's own until that exists.)
+``guestcpu.qemu.cmdline`` builds ``-cpu`` for a loose definition (``run``, ``cmdline``):
+the model plus its differences from QEMU's definition.  A pin needs more (every
+property, for any QEMU build), hence this module.
 """
 
 from __future__ import annotations

@@ -7,8 +7,8 @@ the first vCPU is read with ``qom-get`` (pipelined: ~0.1 s for 330 properties), 
 libvirt's ``check='full'`` (``engine.update.update_live``) over the catalog features,
 and a plain comparison for QEMU-only features and the identity properties.
 
-(Merge note: ``guestcpu.qemu.verify`` is to do the launch-and-read-back; ``read_live``
-is the lifecycle's own until then.)
+``guestcpu.qemu.verify`` reads back the catalog's feature words for ``run``; a pin also
+fixes QEMU-only features and machine-dependent properties, which are read here by name.
 """
 
 from __future__ import annotations

@@ -40,6 +40,8 @@ def cpuid_from_bytes(data: bytes, source: str) -> CpuidData | None:
         return parse_cpudata(data, source)
     if tag:
         return None
+    if data.lstrip().startswith(b"{"):
+        return _cpuid_from_capture(data, source)
     from guestcpu.formats.cpuid_raw import looks_like_cpuid_raw, parse_cpuid_raw
 
     if looks_like_cpuid_raw(data):
@@ -48,6 +50,28 @@ def cpuid_from_bytes(data: bytes, source: str) -> CpuidData | None:
         f"{source} is neither XML nor raw 'cpuid -r' output; expected a libvirt <cpu>, capabilities, "
         "<cpudata> or domain XML document, or the output of 'cpuid -r'"
     )
+
+
+def _cpuid_from_capture(data: bytes, source: str) -> CpuidData:
+    """The host CPUID recorded in a ``guestcpu capture`` document."""
+    import json
+
+    from guestcpu.formats.libvirt_xml import parse_cpudata
+
+    try:
+        doc = json.loads(data)
+    except ValueError as exc:
+        raise InputError(f"{source} is not valid JSON ({exc}); expected a 'guestcpu capture' document") from None
+    if not isinstance(doc, dict) or doc.get("schema") != "guestcpu/host-capture":
+        raise InputError(
+            f"{source} is JSON but not a 'guestcpu capture' document; expected schema 'guestcpu/host-capture', "
+            "an XML CPU description or a CPUID dump"
+        )
+    cpuid = doc.get("cpuid")
+    if not isinstance(cpuid, str) or not cpuid.strip():
+        reason = doc.get("cpuid_error") or "it holds no CPUID"
+        raise InputError(f"{source}: the capture has no host CPUID ({reason}); capture the host again")
+    return parse_cpudata(cpuid.encode(), f"{source} (cpuid)")
 
 
 def decode_cpuid(data: CpuidData, catalog: Catalog, flavor: CpuType, source: str) -> DecodeResult:

@@ -250,20 +250,20 @@ def caps_cmd(
         _print_caps(data, show_all)
 
 
-def _guest_and_machine(path: str) -> tuple[Any, str | None]:
-    from guestcpu.formats.libvirt_xml import parse_cpu
-    from guestcpu.formats.xmlsafe import parse_xml_bytes
+def _guest_and_machine(path: str) -> tuple[Any, str | None, str | None]:
+    """The guest CPU, machine type and accelerator of a domain XML (or a bare ``<cpu>``)."""
+    from guestcpu.lifecycle.definition import parse_guest
 
-    data = read_input(path)
     source = "standard input" if path == "-" else path
-    cpu = parse_cpu(data, source)
-    machine = None
-    root = parse_xml_bytes(data, source)
-    if root.tag == "domain":
-        node = root.find("os/type")
-        if node is not None:
-            machine = node.get("machine")
-    return cpu, machine
+    guest = parse_guest(read_input(path), source)
+    if guest.cpu is None:
+        raise InputError(
+            f"{source} has no <cpu> with a model; name one, or use 'guestcpu define', which pins the machine "
+            "type's default CPU"
+        )
+    cpu = guest.cpu if guest.cpu.topology is not None or guest.topology is None else guest.cpu.with_(
+        topology=guest.topology)
+    return cpu, guest.machine, guest.accel
 
 
 @click.command("cmdline")
@@ -284,8 +284,9 @@ def cmdline_cmd(
     from guestcpu.formats.libvirt_xml import format_cpu
     from guestcpu.qemu.verify import plan_run
 
-    guest, xml_machine = _guest_and_machine(guest_file)
-    caps, _ = obtain_caps(qemu, accel, caps_file=caps_file, refresh=refresh, timeout=timeout)
+    guest, xml_machine, xml_accel = _guest_and_machine(guest_file)
+    caps, _ = obtain_caps(qemu, accel or (xml_accel if caps_file is None else None), caps_file=caps_file,
+                          refresh=refresh, timeout=timeout)
     catalog = load_catalog_for(ctx)
     plan = plan_run(guest, caps, catalog, machine=machine or xml_machine)
     if as_json:
@@ -324,8 +325,9 @@ def run_cmd(
     """
     from guestcpu.qemu.verify import RunOutcome, run_guest
 
-    guest, xml_machine = _guest_and_machine(guest_file)
-    caps, _ = obtain_caps(qemu, accel, caps_file=caps_file, refresh=refresh, timeout=timeout)
+    guest, xml_machine, xml_accel = _guest_and_machine(guest_file)
+    caps, _ = obtain_caps(qemu, accel or (xml_accel if caps_file is None else None), caps_file=caps_file,
+                          refresh=refresh, timeout=timeout)
     catalog = load_catalog_for(ctx)
 
     def started(outcome: RunOutcome) -> None:

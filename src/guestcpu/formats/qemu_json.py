@@ -15,11 +15,13 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from guestcpu.catalog.catalog import Catalog
 from guestcpu.errors import InputError
 from guestcpu.model.cpuid import Signature
+
+if TYPE_CHECKING:  # the catalog is passed in; formats never import the layers above them
+    from guestcpu.catalog.catalog import Catalog
 
 #: Expansion properties that are not CPUID feature bits.
 NON_FEATURE_PROPS = frozenset(

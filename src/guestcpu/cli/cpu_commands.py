@@ -76,7 +76,7 @@ def host_cmd(ctx: click.Context, cpuid_file: str | None, flavor: str, as_json: b
         click.echo(format_cpu(result.cpu), nl=False)
 
 
-def _hypervisor_options(command: Any) -> Any:
+def _hypervisor_options(command: Any, *, many_caps: bool = False) -> Any:
     """--hypervisor / --caps / --qemu / --accel / --machine: judge against what QEMU can give."""
     from guestcpu.cli.common import accel_option, caps_option, machine_option, qemu_option
 
@@ -84,6 +84,12 @@ def _hypervisor_options(command: Any) -> Any:
         "--hypervisor", is_flag=True,
         help="Judge against what QEMU can give on this host (like virsh hypervisor-cpu-*), not a host CPU.",
     )(command)
+    if many_caps:
+        caps_option = click.option(
+            "--caps", "caps_files", metavar="FILE", multiple=True,
+            help="A captured capabilities document or host capture; repeat it for several hosts: the result "
+            "is startable on every one.",
+        )
     for option in (qemu_option, accel_option, caps_option, machine_option):
         command = option(command)
     return click.option(
@@ -175,20 +181,21 @@ def _s390x_compare(files: tuple[str, ...], qemu: str | None, fail_incompatible: 
 @click.option("--migratable", is_flag=True, help="Leave out features that block migration (invtsc, xsaves).")
 @click.option("--model", "models", multiple=True, metavar="NAME",
               help="Only consider these models (repeatable).")
-@_hypervisor_options
+@lambda command: _hypervisor_options(command, many_caps=True)
 @json_option
 @click.pass_context
 def baseline_cmd(
     ctx: click.Context, files: tuple[str, ...], expand: bool, migratable: bool, models: tuple[str, ...],
-    hypervisor: bool, qemu: str | None, accel: str | None, caps_file: str | None, machine: str | None, arch: str,
-    as_json: bool,
+    hypervisor: bool, qemu: str | None, accel: str | None, caps_files: tuple[str, ...], machine: str | None,
+    arch: str, as_json: bool,
 ) -> None:
     """The best CPU that every CPU in FILE... can run.
 
     Each FILE holds one or more host CPUs: <cpu> elements one after another (as
     'virsh cpu-baseline' takes them), a capabilities document, or a CPUID dump.
     With --hypervisor or --caps FILE the result is also startable by that QEMU: every
-    feature it requires is in QEMU's offer.
+    feature it requires is in QEMU's offer.  With --caps given for several hosts (and
+    --hypervisor for this one), it is startable on every one of them.
     """
     from guestcpu.cli.inputs import host_cpus_from_bytes
     from guestcpu.engine.baseline import baseline
@@ -218,20 +225,22 @@ def baseline_cmd(
     if models:
         allowed = {catalog.model(name, "--model").name: () for name in models}
     extra: dict[str, object] = {}
-    if hypervisor or caps_file is not None:
+    if hypervisor or caps_files:
         from guestcpu.cli.qemu_commands import obtain_caps
-        from guestcpu.qemu.hypervisor import hypervisor_baseline, qemu_models
+        from guestcpu.qemu.hypervisor import baseline_everywhere
 
-        caps, source = obtain_caps(qemu, accel, caps_file=caps_file)
-        if allowed is not None:
-            offered = qemu_models(caps, catalog)
-            allowed = {name: offered[name] for name in allowed if name in offered}
-        hv = hypervisor_baseline(cpus, caps, catalog, migratable=migratable, expand=expand,
-                                 machine=machine, models=allowed)
+        hosts = [obtain_caps(None, accel, caps_file=path) for path in caps_files]
+        if hypervisor:
+            hosts.append(obtain_caps(qemu, accel))
+        everywhere = baseline_everywhere(cpus, [(source, caps) for caps, source in hosts], catalog,
+                                         migratable=migratable, expand=expand, machine=machine, models=allowed)
+        hv = everywhere.result
         cpu_out = hv.cpu
         dropped = hv.engine.dropped_features
-        extra = {"caps": source, "accel": caps.accel, "qemu_model": hv.qemu_model, "not_offered": hv.not_offered,
-                 "qemu_added": hv.qemu_added, "notes": list(hv.notes)}
+        extra = {"caps": [source for _, source in hosts], "accel": sorted({caps.accel for caps, _ in hosts}),
+                 "qemu_model": hv.qemu_model, "not_offered": hv.not_offered, "qemu_added": hv.qemu_added,
+                 "notes": list(hv.notes),
+                 "hosts": [{"caps": label, "result": verdict.result.value} for label, verdict in everywhere.verdicts]}
     else:
         result = baseline(cpus, catalog, expand=expand, migratable=migratable, models=allowed)
         cpu_out = result.cpu

@@ -61,7 +61,7 @@ def obtain_caps(
     if caps_file is not None:
         from guestcpu.qemu.cache import read_caps_file
 
-        caps = read_caps_file(caps_file)
+        caps = read_caps_file(caps_file, accel)
         if accel is not None and caps.accel != accel:
             raise InputError(f"{caps_file} describes accelerator {caps.accel}, not {accel}; drop --accel or "
                              "pass a document captured with it")

@@ -246,9 +246,25 @@ def load_caps(
     return CacheResult(caps, path, status)
 
 
-def read_caps_file(path: str) -> QemuCaps:
-    """A capabilities document given by the user (``--caps FILE``), with clear errors."""
+_CAPTURE_SCHEMA = "guestcpu/host-capture"
+
+
+def read_caps_file(path: str, accel: str | None = None) -> QemuCaps:
+    """A capabilities document given by the user (``--caps FILE``), with clear errors.
+
+    A host capture (``guestcpu capture``) holds one document per accelerator: ``accel``
+    picks one, else KVM when it was captured (what production guests run on), else TCG.
+    """
     from guestcpu.formats.files import read_json
 
-    doc = read_json(path, "a capabilities document from 'guestcpu caps --document'")
+    doc = read_json(path, "a capabilities document ('guestcpu caps --document') or a host capture")
+    if isinstance(doc, dict) and doc.get("schema") == _CAPTURE_SCHEMA:
+        found = doc.get("accels")
+        accels: dict[str, Any] = found if isinstance(found, dict) else {}
+        chosen = accel or ("kvm" if "kvm" in accels else "tcg")
+        if chosen not in accels:
+            why = (doc.get("unavailable") or {}).get(chosen, "it was not captured")
+            captured = ", ".join(sorted(accels)) or "none"
+            raise InputError(f"{path}: the capture has no {chosen} capabilities ({why}); captured: {captured}")
+        return caps_from_document(accels[chosen], f"{path} ({chosen})")
     return caps_from_document(doc, path)

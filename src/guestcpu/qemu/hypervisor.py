@@ -26,7 +26,7 @@ from guestcpu.engine.baseline import BaselineResult, baseline
 from guestcpu.engine.compare import CompareResult, Comparison
 from guestcpu.engine.decode import CpuFacts, DecodeResult, decode
 from guestcpu.engine.expand import update_feature
-from guestcpu.errors import GuestCpuError, InputError, UnknownNameError
+from guestcpu.errors import GuestCpuError, IncompatibleError, InputError, UnknownNameError
 from guestcpu.model.cpu import CpuDefinition, CpuType, Fallback, FeatureRequest, Match, Mode, Policy
 from guestcpu.model.cpuid import Signature
 from guestcpu.model.cpumodel import CpuidIdentity, CpuModel
@@ -457,8 +457,12 @@ def hypervisor_baseline(
     expand: bool = False,
     machine: str | None = None,
     models: Mapping[str, Sequence[str]] | None = None,
+    offer: int | None = None,
 ) -> HypervisorBaseline:
     """The best CPU every input can run that this QEMU can start (``virsh hypervisor-cpu-baseline``).
+
+    ``offer`` replaces what this QEMU offers (``baseline_everywhere`` passes what every
+    host of a set offers).
 
     The common features are restricted to QEMU's offer, decoded among the models this
     QEMU has, then re-expressed against QEMU's own expansion of the chosen versioned
@@ -466,9 +470,12 @@ def hypervisor_baseline(
     cannot give are disabled, so that ``hypervisor_compare`` of the result is never
     incompatible and a check='full' start of it verifies.
     """
-    offer = offered_bits(caps, catalog, migratable=migratable)
-    known = known_bits(caps, catalog)
-    allowed = offer & known if known else offer
+    if offer is None:
+        offer = offered_bits(caps, catalog, migratable=migratable)
+        known = known_bits(caps, catalog)
+        allowed = offer & known if known else offer
+    else:
+        allowed = offer
     usable_models = dict(models) if models is not None else qemu_models(caps, catalog)
     engine = baseline(cpus, catalog, models=usable_models, allowed_features=allowed, migratable=migratable)
     common_all = None
@@ -509,3 +516,66 @@ def hypervisor_baseline(
         qemu_added=catalog.names(added_by_qemu & final),
         notes=tuple(notes),
     )
+
+
+# -- many hosts ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class EverywhereBaseline:
+    """A baseline that every given QEMU (one per host) can start, and each host's verdict."""
+
+    result: HypervisorBaseline
+    #: (host label, the result judged against that host's QEMU)
+    verdicts: tuple[tuple[str, HypervisorComparison], ...]
+
+
+def baseline_everywhere(
+    cpus: Sequence[CpuDefinition],
+    hosts: Sequence[tuple[str, QemuCaps]],
+    catalog: Catalog,
+    *,
+    migratable: bool = True,
+    expand: bool = False,
+    machine: str | None = None,
+    models: Mapping[str, Sequence[str]] | None = None,
+) -> EverywhereBaseline:
+    """The best CPU every input can run that every host's QEMU can start.
+
+    Only features every host offers and models every host's QEMU has take part; the
+    result is then judged against each host, and a feature some host still cannot give
+    (QEMU versions define models differently) is left out and the baseline computed
+    again, so that no verdict is incompatible.
+    """
+    if not hosts:
+        raise InputError("a baseline across hosts needs at least one host's capabilities")
+    offer = catalog.all_bits
+    common_models: dict[str, set[str]] | None = None
+    for _, caps in hosts:
+        offered = offered_bits(caps, catalog, migratable=migratable)
+        known = known_bits(caps, catalog)
+        offer &= offered & known if known else offered
+        host_models = qemu_models(caps, catalog)
+        if common_models is None:
+            common_models = {name: set(blockers) for name, blockers in host_models.items()}
+        else:
+            common_models = {
+                name: blockers | set(host_models[name]) for name, blockers in common_models.items()
+                if name in host_models
+            }
+    usable = {name: tuple(sorted(b)) for name, b in (common_models or {}).items()}
+    if models is not None:
+        usable = {name: usable[name] for name in models if name in usable}
+    base_caps = hosts[0][1]
+    for _ in range(4):
+        result = hypervisor_baseline(cpus, base_caps, catalog, migratable=migratable, expand=expand,
+                                     machine=machine, models=usable, offer=offer)
+        verdicts = tuple(
+            (label, hypervisor_compare(result.cpu, caps, catalog, machine=machine)) for label, caps in hosts
+        )
+        missing = 0
+        for _, verdict in verdicts:
+            missing |= verdict.comparison.missing_bits
+        if not missing:
+            return EverywhereBaseline(result, verdicts)
+        offer &= ~missing
+    failing = [f"{label}: {v.comparison.reason}" for label, v in verdicts if v.comparison.missing_bits]
+    raise IncompatibleError("no baseline that every host's QEMU can start: " + "; ".join(failing))

@@ -82,4 +82,4 @@ def test_cli_baseline_with_several_caps(
     assert out.returncode == 0, out.stderr
     data = json.loads(out.stdout)
     assert len(data["hosts"]) == 3 and all(h["result"] != "incompatible" for h in data["hosts"])
-    assert data["accel"] == ["kvm"]
+    assert data["accel"] == "kvm" and {h["accel"] for h in data["hosts"]} == {"kvm"}

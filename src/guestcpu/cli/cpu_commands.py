@@ -237,10 +237,12 @@ def baseline_cmd(
         hv = everywhere.result
         cpu_out = hv.cpu
         dropped = hv.engine.dropped_features
-        extra = {"caps": [source for _, source in hosts], "accel": sorted({caps.accel for caps, _ in hosts}),
+        accels = sorted({caps.accel for caps, _ in hosts})
+        extra = {"caps": [source for _, source in hosts], "accel": accels[0] if len(accels) == 1 else "mixed",
                  "qemu_model": hv.qemu_model, "not_offered": hv.not_offered, "qemu_added": hv.qemu_added,
                  "notes": list(hv.notes),
-                 "hosts": [{"caps": label, "result": verdict.result.value} for label, verdict in everywhere.verdicts]}
+                 "hosts": [{"caps": label, "accel": caps.accel, "result": verdict.result.value}
+                           for (label, verdict), (caps, _) in zip(everywhere.verdicts, hosts, strict=True)]}
     else:
         result = baseline(cpus, catalog, expand=expand, migratable=migratable, models=allowed)
         cpu_out = result.cpu

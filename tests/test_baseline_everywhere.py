@@ -83,3 +83,26 @@ def test_cli_baseline_with_several_caps(
     data = json.loads(out.stdout)
     assert len(data["hosts"]) == 3 and all(h["result"] != "incompatible" for h in data["hosts"])
     assert data["accel"] == "kvm" and {h["accel"] for h in data["hosts"]} == {"kvm"}
+
+
+def test_cli_compare_against_several_hosts_gives_one_verdict_each(
+    fleet: list[tuple[str, QemuCaps, CpuDefinition]], tmp_path: Path
+) -> None:
+    """Skylake-Client: fine on the Skylake-era hosts, not on the Haswell one.
+
+    (Not the -IBRS variant: the Gold 6148 was recorded with microcode lacking spec-ctrl.)"""
+    args = []
+    for name, caps, _ in fleet:
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps(to_document(caps)))
+        args += ["--caps", str(path)]
+    guest = tmp_path / "g.xml"
+    guest.write_text("<cpu mode='custom' match='exact'><model>Skylake-Client</model></cpu>")
+    out = subprocess.run([sys.executable, "-m", "guestcpu.cli.main", "compare", "--error", "--json", *args,
+                          str(guest)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 3, out.stderr
+    data = json.loads(out.stdout)
+    verdicts = {Path(h["caps"].split()[-1]).stem: h["result"] for h in data["hosts"]}
+    assert verdicts["Xeon-E5-2650-v3"] == "incompatible"
+    assert verdicts["Core-i7-8700"] != "incompatible" and verdicts["Xeon-Gold-6148"] != "incompatible"
+    assert data["result"] == "incompatible" and data["missing_features"]

@@ -102,18 +102,19 @@ def _hypervisor_options(command: Any, *, many_caps: bool = False) -> Any:
 @click.argument("files", metavar="[HOST] CPU", nargs=-1, required=True)
 @click.option("--error", "fail_incompatible", is_flag=True,
               help=f"Exit with status {EXIT_INCOMPATIBLE} when the CPUs are incompatible.")
-@_hypervisor_options
+@lambda command: _hypervisor_options(command, many_caps=True)
 @json_option
 @click.pass_context
 def compare_cmd(
     ctx: click.Context, files: tuple[str, ...], fail_incompatible: bool, hypervisor: bool, qemu: str | None,
-    accel: str | None, caps_file: str | None, machine: str | None, arch: str, as_json: bool,
+    accel: str | None, caps_files: tuple[str, ...], machine: str | None, arch: str, as_json: bool,
 ) -> None:
     """Can HOST (or this host's QEMU) run the guest CPU in CPU?
 
-    HOST: a CPUID dump, a libvirt host <cpu>, or a capabilities document.
+    HOST: a CPUID dump, a libvirt host <cpu>, a capabilities document or a capture.
     CPU: a guest <cpu> or a domain XML.  With --hypervisor or --caps FILE, give only
-    CPU: it is judged against what QEMU can give (this host's, or the captured one).
+    CPU: it is judged against what QEMU can give (this host's, or the captured one);
+    with --caps given for several hosts, against each of them.
     """
     from guestcpu.cli.inputs import guest_cpu_from_bytes, host_cpus_from_bytes
     from guestcpu.engine.compare import CompareResult, compare
@@ -121,7 +122,7 @@ def compare_cmd(
     if arch == "s390x":
         _s390x_compare(files, qemu, fail_incompatible, as_json)
         return
-    against_qemu = hypervisor or caps_file is not None
+    against_qemu = hypervisor or bool(caps_files)
     expected = 1 if against_qemu else 2
     if len(files) != expected:
         usage = "CPU (with --hypervisor/--caps)" if against_qemu else "HOST CPU (or --hypervisor CPU)"
@@ -133,7 +134,13 @@ def compare_cmd(
         from guestcpu.cli.qemu_commands import obtain_caps
         from guestcpu.qemu.hypervisor import hypervisor_compare
 
-        caps, source = obtain_caps(qemu, accel, caps_file=caps_file)
+        targets = [obtain_caps(None, accel, caps_file=path) for path in caps_files]
+        if hypervisor:
+            targets.append(obtain_caps(qemu, accel))
+        if len(targets) > 1:
+            _compare_everywhere(guest, targets, catalog, machine, fail_incompatible, as_json)
+            return
+        caps, source = targets[0]
         hv = hypervisor_compare(guest, caps, catalog, machine=machine)
         result = hv.comparison
         extra = {**hv.as_dict(), "caps": source}
@@ -154,6 +161,37 @@ def compare_cmd(
             label = "extra features on offer" if against_qemu else "extra host features"
             click.echo(f"  {label}: {', '.join(result.extra_features)}")
     if fail_incompatible and result.result is CompareResult.INCOMPATIBLE:
+        sys.exit(EXIT_INCOMPATIBLE)
+
+
+def _compare_everywhere(
+    guest: CpuDefinition, targets: list[tuple[Any, str]], catalog: Any, machine: str | None,
+    fail_incompatible: bool, as_json: bool,
+) -> None:
+    """One verdict per host; the guest can go everywhere only if no host is incompatible."""
+    from guestcpu.engine.compare import CompareResult
+    from guestcpu.qemu.hypervisor import hypervisor_compare
+
+    verdicts = [(source, caps, hypervisor_compare(guest, caps, catalog, machine=machine)) for caps, source in targets]
+    results = {v.result for _, _, v in verdicts}
+    overall = (CompareResult.INCOMPATIBLE if CompareResult.INCOMPATIBLE in results
+               else CompareResult.SUPERSET if CompareResult.SUPERSET in results else CompareResult.IDENTICAL)
+    if as_json:
+        missing = sorted({f for _, _, v in verdicts for f in v.comparison.missing_features})
+        emit_json({
+            "result": overall.value,
+            "missing_features": missing,
+            "hosts": [{"caps": source, "accel": caps.accel, **v.as_dict()} for source, caps, v in verdicts],
+        })
+    else:
+        refused = sum(1 for _, _, v in verdicts if v.result is CompareResult.INCOMPATIBLE)
+        click.echo(f"{overall.value}: {len(verdicts) - refused} of {len(verdicts)} hosts can give this CPU")
+        for source, caps, v in verdicts:
+            line = f"  {source} ({caps.accel}): {v.result.value}"
+            if v.comparison.missing_features:
+                line += f"; missing: {', '.join(v.comparison.missing_features)}"
+            click.echo(line)
+    if fail_incompatible and overall is CompareResult.INCOMPATIBLE:
         sys.exit(EXIT_INCOMPATIBLE)
 
 

@@ -243,7 +243,9 @@ def load_libvirt_cpu_map(directory: Path) -> Catalog:
     features: list[Feature] = []
     for index, doc in enumerate(parsed["features"]):
         bits = doc["bits"]
-        if len(bits) != 1 or bin(next(iter(bits[0].values()))[-1]).count("1") != 1:
+        # Each entry is {"cpuid": [leaf, subleaf, reg, mask]} or {"msr": [index, mask]}; mask is last.
+        masks = [next(iter(entry.values()))[-1] for entry in bits]
+        if len(masks) != 1 or masks[0].bit_count() != 1:
             raise InputError(
                 f"{directory}: feature '{doc['name']}' spans several bits; guestcpu supports one-bit features only"
             )

@@ -63,3 +63,15 @@ def test_json_that_is_not_a_capture_is_refused(tmp_path: Path) -> None:
     empty.write_text(json.dumps(doc))
     with pytest.raises(InputError, match=r"no host CPUID \(no /dev/cpu/0/cpuid\)"):
         run(["compare", str(empty), str(empty)])
+
+
+def test_host_flavour_points_to_a_better_guest_decode() -> None:
+    """libvirt's host decode of the i7-4510U is Westmere with 40 extras; say what the guest flavour finds."""
+    import json as _json
+
+    _, out = run(["host", "--json", "--cpuid", str(CPUTESTDATA / "x86_64-cpuid-Core-i7-4510U.xml")])
+    data = _json.loads(out)
+    assert data["model"] == "Westmere-v1"
+    assert "Haswell-noTSX with x2apic disabled" in data["guest_flavour_hint"]
+    _, out = run(["host", "--json", "--cpuid", str(CPUTESTDATA / "x86_64-cpuid-Core-i7-8700.xml")])
+    assert "guest_flavour_hint" not in _json.loads(out)

@@ -58,6 +58,7 @@ def host_cmd(ctx: click.Context, cpuid_file: str | None, flavor: str, as_json: b
         source = "this host"
         data = read_host_cpuid()
     result = decode_cpuid(data, catalog, CpuType.HOST if flavor == "host" else CpuType.GUEST, source)
+    hint = _better_as_guest(result, data, catalog, source) if flavor == "host" else None
     if as_json:
         emit_json(
             {
@@ -70,10 +71,31 @@ def host_cmd(ctx: click.Context, cpuid_file: str | None, flavor: str, as_json: b
                 "tsx_dropped": result.tsx_dropped,
                 "alternatives": result.alternatives,
                 "xml": format_cpu(result.cpu),
+                **({"guest_flavour_hint": hint} if hint else {}),
             }
         )
     else:
         click.echo(format_cpu(result.cpu), nl=False)
+        if hint:
+            click.echo(f"guestcpu: note: {hint}", err=True)
+
+
+def _better_as_guest(result: Any, data: Any, catalog: Any, source: str) -> str | None:
+    """The host flavour cannot disable a feature, so one missing bit can push it back years
+    (libvirt decodes the i7-4510U as Westmere with 40 extras).  Say so when the guest
+    flavour finds a newer model: that is what host-model and a fast guest want."""
+    from guestcpu.cli.inputs import decode_cpuid
+
+    guest = decode_cpuid(data, catalog, CpuType.GUEST, source)
+    host_model = catalog.model(result.model.canonical)
+    guest_model = catalog.model(guest.model.canonical)
+    if guest_model.family == host_model.family or guest_model.order <= host_model.order:
+        return None
+    disabled = f" with {', '.join(guest.disabled)} disabled" if guest.disabled else ""
+    return (
+        f"as a guest CPU this is {guest.model.name}{disabled} ({len(guest.required)} extra features) rather than "
+        f"{result.model.name} with {len(result.required)}: use --flavor guest for what host-model would give"
+    )
 
 
 def _hypervisor_options(command: Any, *, many_caps: bool = False) -> Any:

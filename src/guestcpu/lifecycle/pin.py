@@ -312,8 +312,10 @@ def pin_from_document(doc: Any, source: str = "pin") -> Pin:
 
 
 def loads_pin(text: str, source: str) -> Pin:
+    from guestcpu.formats.files import loads_json
+
     try:
-        doc = json.loads(text)
-    except ValueError as exc:
-        raise PinError(f"{source} is not JSON ({exc}); expected a pin written by 'guestcpu define'") from None
+        doc = loads_json(text, source, "a pin written by 'guestcpu define'")
+    except InputError as exc:
+        raise PinError(str(exc)) from None
     return pin_from_document(doc, source)

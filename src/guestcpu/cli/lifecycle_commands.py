@@ -56,21 +56,23 @@ def _abi_lines(pin: Any) -> list[str]:
 @click.option("--machine", metavar="TYPE", help="Machine type (default: the domain's, else QEMU's default).")
 @click.option("-o", "--output", required=True, metavar="PIN.json", help="Where to write the pin ('-': stdout).")
 @click.option("--libvirt-xml", "xml_output", metavar="FILE", help="Also write the pinned CPU as libvirt's live <cpu>.")
+@click.option("--force", is_flag=True, help="Replace a pin of another guest (another name or UUID) at -o.")
 @json_option
 @click.pass_context
 def define_cmd(
     ctx: click.Context, guest_file: str, existing: bool, binary: str | None, accel: str | None, machine: str | None,
-    output: str, xml_output: str | None, as_json: bool,
+    output: str, xml_output: str | None, force: bool, as_json: bool,
 ) -> None:
     """Pin a guest's CPU: every property explicit for its machine type, with an ABI fingerprint."""
     from guestcpu.formats.files import Output, write_outputs
     from guestcpu.lifecycle.define import define
     from guestcpu.lifecycle.definition import parse_guest
-    from guestcpu.lifecycle.documents import document_output
+    from guestcpu.lifecycle.documents import check_pin_owner, document_output
     from guestcpu.lifecycle.pin import pin_to_document
 
     catalog = load_catalog_for(ctx)
     guest = parse_guest(read_input(guest_file), guest_file)
+    check_pin_owner(output, guest.name, guest.uuid, force)
     pin = define(guest, catalog, binary=binary, accel=accel, machine=machine, existing=existing)
     document = pin_to_document(pin)
     outputs = [document_output(output, document, what="a pin")]

@@ -60,3 +60,24 @@ def document_output(path: str, data: Any, mode: int = DEFAULT_MODE, what: str = 
 def write_document(path: str, data: Any, mode: int = DEFAULT_MODE) -> None:
     """Write ``data`` as JSON to ``path`` atomically (``-``: standard output)."""
     write_outputs([document_output(path, data, mode)])
+
+
+def check_pin_owner(path: str, name: str | None, uuid: str | None, force: bool = False) -> None:
+    """Refuse to write a guest's pin over another guest's pin (another name or UUID) unless ``force``."""
+    if force or path == "-":
+        return
+    try:
+        doc = read_json(path, "a pin")
+    except InputError:
+        return  # absent, or not JSON: nothing of another guest's to lose
+    if kind_of(doc) != PIN:
+        return
+    theirs = (doc.get("name"), doc.get("uuid"))
+    if theirs == (None, None) or theirs == (name, uuid):
+        return
+    def who(n: Any, u: Any) -> str:
+        return f"guest {n or '(no name)'} (uuid {u or 'none'})"
+    raise InputError(
+        f"{path} holds the pin of {who(*theirs)}, not of {who(name, uuid)}; give another -o file, or --force "
+        "to replace it"
+    )

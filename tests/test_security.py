@@ -259,6 +259,35 @@ def test_a_damaged_catalog_cache_is_rebuilt_never_trusted(damage: str, tmp_path:
     assert not path.is_symlink() and json.loads(path.read_bytes()) == json.loads(good)  # rebuilt in place
 
 
+@needs_root
+def test_drop_ins_another_user_can_write_are_refused(attacker: pwd.struct_passwd, arena: Path) -> None:
+    """Drop-ins change every answer: as root with another user's XDG_CONFIG_HOME, they are not read."""
+    config = arena / "config"
+    config.mkdir()
+    os.chown(config, attacker.pw_uid, attacker.pw_gid)
+    as_attacker("mkdir", "-p", config / "guestcpu" / "models.d")
+    evil = {"model": [{"name": "Skylake-Client-v4", "base": "qemu64", "notes": "forged"}]}
+    (arena / "evil.json").write_text(json.dumps(evil))
+    as_attacker("cp", arena / "evil.json", config / "guestcpu" / "models.d" / "evil.json")
+    env = {"XDG_CONFIG_HOME": str(config), "XDG_CACHE_HOME": str(arena / "cache")}
+    line = one_error_line(guestcpu(["model", "Skylake-Client-v4", "--json"], env))
+    assert f"drop-in folder {config / 'guestcpu' / 'models.d'} is not safe to read" in line
+    assert f"owned by uid {attacker.pw_uid}" in line
+    # A folder that is root's but a file in it another user may write: refused as well.
+    mine = arena / "mine"
+    (mine / "guestcpu" / "models.d").mkdir(parents=True)
+    shared = mine / "guestcpu" / "models.d" / "shared.json"
+    shared.write_text(json.dumps(evil))
+    shared.chmod(0o666)
+    line = one_error_line(guestcpu(["models"], {**env, "XDG_CONFIG_HOME": str(mine)}))
+    assert f"drop-in {shared} is not safe to read" in line and "mode 0666" in line
+    shared.chmod(0o644)
+    done = guestcpu(["models", "--json"], {**env, "XDG_CONFIG_HOME": str(mine)})
+    assert done.returncode == 0, done.stderr
+    sources = {m["name"]: m["source"] for m in json.loads(done.stdout)["models"]}
+    assert sources["Skylake-Client-v4"] == str(shared)  # a safe drop-in is read as before
+
+
 # -- 2. cache folders: trusted only when private, never through a symlink ------------------------------
 
 
@@ -560,11 +589,15 @@ def test_deep_xml_is_one_clear_error(tmp_path: Path) -> None:
     assert f"{deep} is not well-formed XML" in line
 
 
+def _containers(inner: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return st.lists(inner, max_size=3) | st.dictionaries(st.text(alphabet='[]{}"\\'), inner, max_size=3)
+
+
+JSON_VALUES = st.recursive(st.none() | st.integers() | st.text(alphabet='[]{}"\\ab'), _containers, max_leaves=80)
+
+
 @settings(max_examples=200, deadline=None)
-@given(st.recursive(st.none() | st.integers() | st.text(alphabet='[]{}"\\ab'),
-                    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(alphabet='[]{}"\\'), inner,
-                                                                                  max_size=3),
-                    max_leaves=80))
+@given(JSON_VALUES)
 def test_json_depth_check_agrees_with_the_real_depth(value: Any) -> None:
     def depth(v: Any) -> int:
         if isinstance(v, list):
@@ -700,7 +733,7 @@ def test_sigterm_and_sighup_stop_qemu_like_ctrl_c(
         assert lines[1].startswith("running: QEMU pid"), (lines, proc.stderr.read() if proc.poll() else "")
         assert processes_with(name) and processes_with(token)
         proc.send_signal(signum)
-        assert proc.wait(20) == status
+        assert proc.wait(60) == status
         err = proc.stderr.read().strip().splitlines()
         assert err == [f"guestcpu: error: stopped by {signal.Signals(signum).name}; QEMU was asked to quit and is "
                        "gone"], err

@@ -23,7 +23,6 @@ import contextlib
 import ctypes
 import logging
 import os
-import secrets
 import shutil
 import signal
 import tempfile
@@ -255,11 +254,25 @@ def _kill_tree(root: int, tag: str) -> None:
     for pid in seen:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signal.SIGKILL)
-    me = os.getpid()
-    parents = _parents() if seen else {}
-    for pid in seen:  # re-parented to this subreaper: ours to reap
-        with contextlib.suppress(ChildProcessError, OSError):
-            os.waitpid(pid, 0 if parents.get(pid) == me else os.WNOHANG)
+    _reap(seen)
+
+
+def _reap(pids: set[int], seconds: float = 2.0) -> None:
+    """Reap those of ``pids`` re-parented to this subreaper (bounded: never blocks for long)."""
+    import time
+
+    left = set(pids)
+    deadline = time.monotonic() + seconds
+    while left:
+        for pid in list(left):
+            try:
+                if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                    left.discard(pid)
+            except (ChildProcessError, OSError):
+                left.discard(pid)  # not our child (or already reaped): init or its parent reaps it
+        if not left or time.monotonic() > deadline:
+            return
+        time.sleep(0.01)
 
 
 def _tail(path: Path, lines: int = _STDERR_TAIL_LINES) -> list[str]:
@@ -294,7 +307,7 @@ class QemuProcess:
     _proc: asyncio.subprocess.Process | None = field(default=None, init=False, repr=False)
     _qmp: Any = field(default=None, init=False, repr=False)
     _dir: Path | None = field(default=None, init=False, repr=False)
-    _tag: str = field(default_factory=lambda: f"{os.getpid()}-{secrets.token_hex(8)}", init=False, repr=False)
+    _tag: str = field(default_factory=lambda: f"{os.getpid()}-{os.urandom(8).hex()}", init=False, repr=False)
     greeting_version: dict[str, Any] = field(default_factory=dict, init=False)
 
     @property

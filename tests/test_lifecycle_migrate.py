@@ -218,13 +218,12 @@ def test_a_tcg_guest_goes_to_any_host_with_the_same_qemu(catalog: Catalog, cache
 
 @needs_kvm
 def test_kvm_host_passthrough_moves_only_to_an_identical_host(catalog: Catalog, cache_dir: Path) -> None:
-    from guestcpu.lifecycle.define import load_target
-    from guestcpu.lifecycle.start import plan_start, start_async
-    from guestcpu.qemu.process import QemuStartError
-
     import re
 
+    from guestcpu.lifecycle.define import load_target
     from guestcpu.lifecycle.gates import MsrRefusedError
+    from guestcpu.lifecycle.start import plan_start, start_async
+    from guestcpu.qemu.process import QemuStartError
 
     kvm = caps("kvm", cache_dir)
     try:

@@ -23,12 +23,13 @@ from pathlib import Path
 
 from guestcpu import __version__
 from guestcpu.catalog.catalog import Catalog
+from guestcpu.catalog.gates import failed_msr, gate_of, msr_name, without_msr
 from guestcpu.errors import InputError, suggest
 from guestcpu.formats.libvirt_xml import format_cpu, parse_cpu
 from guestcpu.lifecycle.abi import build_abi, topology_of
 from guestcpu.lifecycle.argv import guest_args
 from guestcpu.lifecycle.definition import GuestDefinition
-from guestcpu.lifecycle.gates import failed_msr, gate_of, msr_name, msr_refusal, without_msr
+from guestcpu.lifecycle.gates import msr_refusal
 from guestcpu.lifecycle.libvirt_form import libvirt_xml
 from guestcpu.lifecycle.pin import Abi, Pin, PinPolicy, Resolution
 from guestcpu.lifecycle.request import CpuRequest, default_cpu, plan_request

@@ -745,6 +745,34 @@ def test_sigterm_and_sighup_stop_qemu_like_ctrl_c(
     assert list(private_tmp.iterdir()) == []  # the QMP socket folder is removed
 
 
+def catches(pid: int, signum: int) -> bool:
+    """Whether process ``pid`` has a handler for ``signum`` (/proc/PID/status SigCgt)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigCgt:"):
+            return bool(int(line.split()[1], 16) >> (signum - 1) & 1)
+    return False
+
+
+@pytest.mark.parametrize(("signum", "status"), [(signal.SIGTERM, 143), (signal.SIGHUP, 129)])
+def test_sigterm_while_no_qemu_runs_is_one_line_too(signum: int, status: int) -> None:
+    """Waiting on standard input (no QEMU involved): the same one line and exit status."""
+    proc = subprocess.Popen([sys.executable, "-m", "guestcpu.cli.main", "baseline", "-"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not catches(proc.pid, signum) and time.monotonic() < deadline:  # past start-up
+            time.sleep(0.05)
+        time.sleep(0.2)
+        proc.send_signal(signum)
+        assert proc.wait(30) == status
+        assert proc.stderr is not None
+        assert proc.stderr.read() == f"guestcpu: error: stopped by {signal.Signals(signum).name}\n"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+
+
 @needs_qemu
 @pytest.mark.parametrize("double_fork", [False, True])
 def test_a_wrapper_child_in_a_new_session_leaves_no_orphan(

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from guestcpu.errors import GuestCpuError
+from guestcpu.errors import GuestCpuError, TerminatedError
 
 #: Default seconds for every step (spawn + greeting, each command, quit).
 DEFAULT_TIMEOUT = 15.0
@@ -69,13 +69,6 @@ class QemuTimeoutError(QemuError):
     pass
 
 
-class TerminatedError(GuestCpuError):
-    """guestcpu got SIGTERM or SIGHUP while QEMU ran: QEMU was stopped; exit 128 + the signal."""
-
-    def __init__(self, signum: int) -> None:
-        self.signum = signum
-        self.exit_status = 128 + signum
-        super().__init__(f"stopped by {signal.Signals(signum).name}; QEMU was asked to quit and is gone")
 
 
 class QmpCommandError(QemuError):
@@ -184,73 +177,53 @@ def become_subreaper() -> bool:
     return _subreaper
 
 
-def _parents() -> dict[int, int]:
-    """pid -> parent pid of every process (from /proc)."""
-    found = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as fh:
-                stat_line = fh.read()
-        except OSError:
-            continue
-        # "pid (comm) state ppid ...": comm may hold spaces and parentheses.
-        fields = stat_line[stat_line.rfind(b")") + 2:].split()
-        if len(fields) > 1:
-            found[int(entry)] = int(fields[1])
-    return found
-
-
-def _descendants(roots: set[int]) -> set[int]:
-    children: dict[int, list[int]] = {}
-    for pid, ppid in _parents().items():
-        children.setdefault(ppid, []).append(pid)
+def _children(pid: int) -> set[int]:
+    """The direct children of ``pid`` (``/proc/PID/task/*/children``)."""
     found: set[int] = set()
-    todo = list(roots)
-    while todo:
-        for child in children.get(todo.pop(), ()):
-            if child not in found:
-                found.add(child)
-                todo.append(child)
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return found
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children", "rb") as fh:
+                found.update(int(child) for child in fh.read().split())
+        except (OSError, ValueError):
+            continue
     return found
 
 
-#: Environment variable every QEMU gets (and its children inherit): finds them in any session.
+#: Environment variable every QEMU gets (and its children inherit): tells its orphans from other children.
 TAG_VARIABLE = "GUESTCPU_QEMU_TAG"
 
 
-def _tagged(tag: str) -> set[int]:
-    """Processes whose environment carries ``tag`` (a QEMU's descendants that left its session)."""
-    needle = f"{TAG_VARIABLE}={tag}".encode()
-    found = set()
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/environ", "rb") as fh:
-                    if needle in fh.read().split(b"\0"):
-                        found.add(int(entry))
-            except OSError:
-                continue
-    return found
+def _has_tag(pid: int, tag: str) -> bool:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as fh:
+            return f"{TAG_VARIABLE}={tag}".encode() in fh.read().split(b"\0")
+    except OSError:
+        return False
 
 
-def _kill_tree(root: int, tag: str) -> None:
-    """SIGKILL every descendant of QEMU, in any session, and reap those re-parented to us.
+def _kill_orphans(tag: str) -> None:
+    """SIGKILL what a QEMU left behind outside its process group, and reap it.
 
-    A descendant is a child of ``root`` or of one found before, or a process carrying
-    QEMU's ``tag``.  They are stopped first (a stopped process cannot fork), until no
-    new one appears, then killed.
+    Once QEMU has exited, each of its surviving descendants (say, a wrapper's child
+    that called ``setsid``) is an orphan, re-parented to this subreaper, or a
+    descendant of one.  Those children of ours that carry QEMU's ``tag`` and
+    everything below them are stopped first (a stopped process cannot fork), then
+    killed and reaped.  Only this process's children are read: no scan of /proc.
     """
+    if not _subreaper:
+        return
+    frontier = {pid for pid in _children(os.getpid()) if _has_tag(pid, tag)}
     seen: set[int] = set()
-    for _ in range(8):
-        new = (_descendants({root} | seen) | _tagged(tag)) - seen - {os.getpid()}
-        if not new:
-            break
-        for pid in new:
+    while frontier:
+        for pid in frontier:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGSTOP)
-        seen |= new
+        seen |= frontier
+        frontier = set().union(*(_children(pid) for pid in frontier)) - seen
     for pid in seen:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signal.SIGKILL)
@@ -465,8 +438,8 @@ class QemuProcess:
             raise
         finally:
             _LIVE_GROUPS.discard(pgid)
-            # Children that left the group (setsid), wherever they were re-parented.
-            _kill_tree(pgid, self._tag)
+            # Children that left the group (setsid): re-parented to us once QEMU is gone.
+            _kill_orphans(self._tag)
 
 
 def base_args(machine: str, accel: str) -> list[str]:
@@ -488,22 +461,25 @@ async def _stoppable(coro: Any) -> Any:
             received.append(signum)
             task.cancel()
 
-    installed = []
+    installed = {}
     for signum in _STOP_SIGNALS:
+        previous = signal.getsignal(signum)
         try:
             loop.add_signal_handler(signum, on_signal, signum)
-            installed.append(signum)
+            installed[signum] = previous
         except (ValueError, RuntimeError, NotImplementedError):
             pass  # not the main thread: the caller handles signals
     try:
         return await coro
     except asyncio.CancelledError:
         if received:
-            raise TerminatedError(received[0]) from None
+            raise TerminatedError(received[0], "QEMU was asked to quit and is gone") from None
         raise
     finally:
-        for signum in installed:
+        for signum, previous in installed.items():
             loop.remove_signal_handler(signum)
+            # asyncio leaves SIG_DFL behind; whoever handled the signal before does again.
+            signal.signal(signum, previous if previous is not None else signal.SIG_DFL)
 
 
 def run_sync(coro: Any) -> Any:

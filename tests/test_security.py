@@ -534,7 +534,7 @@ def test_fifos_devices_and_directories_are_refused_by_type(
     words = {"fifo": "is a FIFO", "device": "is a device", "directory": "is a directory"}
     for args in commands_reading(path, good, tmp_path / "out.json"):
         start = time.monotonic()
-        done = guestcpu(args, {"GUESTCPU_QEMU": "/bin/false"}, timeout=30)
+        done = guestcpu(args, {}, timeout=30)
         line = one_error_line(done)
         assert f"{path} {words[kind]}" in line, (args, line)
         assert time.monotonic() - start < 20

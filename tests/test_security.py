@@ -288,6 +288,17 @@ def test_drop_ins_another_user_can_write_are_refused(attacker: pwd.struct_passwd
     assert sources["Skylake-Client-v4"] == str(shared)  # a safe drop-in is read as before
 
 
+def test_the_catalog_data_form_round_trips_exactly() -> None:
+    from guestcpu.catalog.cache import catalog_from_data, catalog_to_data
+    from guestcpu.catalog.loader import load_catalog
+
+    built = load_catalog(None, [])
+    again = catalog_from_data(json.loads(json.dumps(catalog_to_data(built))))
+    assert (again.features, again.vendors, again.models, again.source) == (
+        built.features, built.vendors, built.models, built.source)
+    assert again.all_bits == built.all_bits and again.migratable_bits == built.migratable_bits
+
+
 # -- 2. cache folders: trusted only when private, never through a symlink ------------------------------
 
 

@@ -13,16 +13,13 @@ from typing import Any
 
 import click
 
-from guestcpu.cli.common import emit_json, json_option, load_catalog_for, read_input
+from guestcpu.cli.common import emit_json, json_option, load_catalog_for, qemu_option_as, read_input
 from guestcpu.errors import GuestCpuError, InputError
 
 EXIT_REFUSED = 2
 
 # The same --qemu as every other command (GUESTCPU_QEMU included), named ``binary`` here.
-qemu_option = click.option(
-    "--qemu", "binary", metavar="PATH", envvar="GUESTCPU_QEMU",
-    help="The QEMU binary (default: qemu-system-x86_64 on PATH).",
-)
+qemu_option = qemu_option_as("binary")
 
 
 def _warn(lines: Any) -> None:

@@ -237,7 +237,10 @@ def _destination_check(
     from guestcpu.lifecycle.documents import read_capture, read_pin
 
     if capture_file is not None and binary is not None:
-        raise InputError("give either --to HOST.json or --qemu PATH, not both")
+        # GUESTCPU_QEMU names this host's QEMU; only an explicit --qemu contradicts --to.
+        if click.get_current_context().get_parameter_source("binary") is not click.core.ParameterSource.ENVIRONMENT:
+            raise InputError("give either --to HOST.json or --qemu PATH, not both")
+        binary = None
     pin = read_pin(pin_file)
     if capture_file is not None:
         capture = read_capture(capture_file)

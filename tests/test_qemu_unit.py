@@ -236,14 +236,15 @@ def test_explicit_cpu_compiles_to_the_effective_features(kvm: QemuCaps, catalog:
         assert compile_cpu(eff.cpu, catalog).all == eff.features, name
 
 
-def test_cmdline_base_without_identity_is_refused(tcg: QemuCaps, catalog: Catalog) -> None:
-    with pytest.raises(NotExpressibleError, match="no CPUID identity"):
-        effective_cpu(guest("<cpu><model>cpu64-rhel6</model></cpu>"), tcg, catalog)
-
-
-def test_own_cache_models_cannot_be_expressed_on_base(tcg: QemuCaps, catalog: Catalog) -> None:
-    with pytest.raises(NotExpressibleError, match="cache topology"):
-        effective_cpu(guest("<cpu><model>EPYC-Genoa</model></cpu>"), tcg, catalog)
+@pytest.mark.parametrize("name", ["cpu64-rhel6", "EPYC-Genoa"])
+def test_a_model_this_qemu_lacks_is_judged_as_define_pins_it(name: str, tcg: QemuCaps, catalog: Catalog) -> None:
+    """fallback='allow' (the default): the closest model this QEMU has, said in a note; 'forbid': refused."""
+    assert not tcg.has_model(name)
+    eff = effective_cpu(guest(f"<cpu><model>{name}</model></cpu>"), tcg, catalog)
+    assert tcg.has_model(eff.qemu_model)
+    assert any(f"has no {name}; fallback='allow' chose" in n for n in eff.notes)
+    with pytest.raises(NotExpressibleError, match="fallback='forbid'"):
+        effective_cpu(guest(f"<cpu><model fallback='forbid'>{name}</model></cpu>"), tcg, catalog)
 
 
 def test_unknown_model_suggests_names(tcg: QemuCaps, catalog: Catalog) -> None:

@@ -13,16 +13,13 @@ from typing import Any
 
 import click
 
-from guestcpu.cli.common import emit_json, json_option, load_catalog_for, read_input
+from guestcpu.cli.common import emit_json, json_option, load_catalog_for, qemu_option_as, read_input
 from guestcpu.errors import GuestCpuError, InputError
 
 EXIT_REFUSED = 2
 
 # The same --qemu as every other command (GUESTCPU_QEMU included), named ``binary`` here.
-qemu_option = click.option(
-    "--qemu", "binary", metavar="PATH", envvar="GUESTCPU_QEMU",
-    help="The QEMU binary (default: qemu-system-x86_64 on PATH).",
-)
+qemu_option = qemu_option_as("binary")
 
 
 def _warn(lines: Any) -> None:
@@ -240,7 +237,10 @@ def _destination_check(
     from guestcpu.lifecycle.documents import read_capture, read_pin
 
     if capture_file is not None and binary is not None:
-        raise InputError("give either --to HOST.json or --qemu PATH, not both")
+        # GUESTCPU_QEMU names this host's QEMU; only an explicit --qemu contradicts --to.
+        if click.get_current_context().get_parameter_source("binary") is not click.core.ParameterSource.ENVIRONMENT:
+            raise InputError("give either --to HOST.json or --qemu PATH, not both")
+        binary = None
     pin = read_pin(pin_file)
     if capture_file is not None:
         capture = read_capture(capture_file)

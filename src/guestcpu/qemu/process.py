@@ -161,20 +161,39 @@ def _set_pdeathsig() -> None:  # runs in the child between fork and exec
 
 
 _PR_SET_CHILD_SUBREAPER = 36
+_PR_GET_CHILD_SUBREAPER = 37
+#: whether this process is a child subreaper now; how many QEMUs need it; whether it was one before
 _subreaper = False
+_subreaper_holders = 0
+_subreaper_before = False
 
 
-def become_subreaper() -> bool:
-    """Make this process the reaper of its orphaned descendants (Linux; True when it is).
+def hold_subreaper() -> bool:
+    """Make this process the reaper of its orphaned descendants while a QEMU runs (Linux; True when it is).
 
     A QEMU wrapper's child that left QEMU's session (``setsid``) and outlives its
     parent is then re-parented to guestcpu rather than to init, so it can be reaped.
+    Only while QEMUs run: the orphans of whatever else the program runs are not ours.
     """
-    global _subreaper
-    if not _subreaper:
+    global _subreaper, _subreaper_holders, _subreaper_before
+    if _subreaper_holders == 0:
         with contextlib.suppress(OSError, AttributeError):
-            _subreaper = ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+            libc = ctypes.CDLL(None, use_errno=True)
+            before = ctypes.c_int(0)
+            libc.prctl(_PR_GET_CHILD_SUBREAPER, ctypes.byref(before), 0, 0, 0)
+            _subreaper_before = bool(before.value)
+            _subreaper = _subreaper_before or libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    _subreaper_holders += 1
     return _subreaper
+
+
+def release_subreaper() -> None:
+    global _subreaper, _subreaper_holders
+    _subreaper_holders = max(0, _subreaper_holders - 1)
+    if _subreaper_holders == 0 and _subreaper and not _subreaper_before:
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
+        _subreaper = False
 
 
 def _children(pid: int) -> set[int]:
@@ -280,6 +299,7 @@ class QemuProcess:
     _proc: asyncio.subprocess.Process | None = field(default=None, init=False, repr=False)
     _qmp: Any = field(default=None, init=False, repr=False)
     _dir: Path | None = field(default=None, init=False, repr=False)
+    _holds_subreaper: bool = field(default=False, init=False, repr=False)
     _tag: str = field(default_factory=lambda: f"{os.getpid()}-{os.urandom(8).hex()}", init=False, repr=False)
     greeting_version: dict[str, Any] = field(default_factory=dict, init=False)
 
@@ -320,7 +340,8 @@ class QemuProcess:
         self._qmp = _client_class()(self.name)
         await self._qmp.start_server(sock)
         argv = [self.binary, *self.args, "-qmp", f"unix:{sock}"]
-        become_subreaper()
+        hold_subreaper()
+        self._holds_subreaper = True
         with open(self.stderr_path, "wb") as err:
             try:
                 self._proc = await asyncio.create_subprocess_exec(
@@ -332,10 +353,14 @@ class QemuProcess:
                     preexec_fn=_set_pdeathsig,
                     env={**os.environ, TAG_VARIABLE: self._tag},
                 )
-            except FileNotFoundError:
-                raise QemuNotFoundError(f"QEMU binary {self.binary} not found; pass --qemu PATH") from None
-            except PermissionError:
-                raise QemuNotFoundError(f"QEMU binary {self.binary} is not executable; pass --qemu PATH") from None
+            except BaseException as exc:
+                self._holds_subreaper = False
+                release_subreaper()
+                if isinstance(exc, FileNotFoundError):
+                    raise QemuNotFoundError(f"QEMU binary {self.binary} not found; pass --qemu PATH") from None
+                if isinstance(exc, PermissionError):
+                    raise QemuNotFoundError(f"QEMU binary {self.binary} is not executable; pass --qemu PATH") from None
+                raise
         _LIVE_GROUPS.add(self._proc.pid)
         accept = asyncio.ensure_future(self._qmp.accept())
         exited = asyncio.ensure_future(self._proc.wait())
@@ -440,6 +465,9 @@ class QemuProcess:
             _LIVE_GROUPS.discard(pgid)
             # Children that left the group (setsid): re-parented to us once QEMU is gone.
             _kill_orphans(self._tag)
+            if self._holds_subreaper:
+                self._holds_subreaper = False
+                release_subreaper()
 
 
 def base_args(machine: str, accel: str) -> list[str]:

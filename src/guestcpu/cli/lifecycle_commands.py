@@ -237,10 +237,9 @@ def _destination_check(
     from guestcpu.lifecycle.documents import read_capture, read_pin
 
     if capture_file is not None and binary is not None:
-        # GUESTCPU_QEMU names this host's QEMU; only an explicit --qemu contradicts --to.
-        if click.get_current_context().get_parameter_source("binary") is not click.core.ParameterSource.ENVIRONMENT:
+        if not _from_environment("binary"):
             raise InputError("give either --to HOST.json or --qemu PATH, not both")
-        binary = None
+        binary = None  # GUESTCPU_QEMU names this host's QEMU; a capture is the destination here
     pin = read_pin(pin_file)
     if capture_file is not None:
         capture = read_capture(capture_file)
@@ -257,6 +256,13 @@ def _destination_check(
             click.echo(f"  note: {note}")
     if not verdict.ok:
         raise SystemExit(EXIT_REFUSED)
+
+
+def _from_environment(param: str) -> bool:
+    """Whether ``param`` came from an environment variable rather than the command line."""
+    from click.core import ParameterSource
+
+    return click.get_current_context().get_parameter_source(param) is ParameterSource.ENVIRONMENT
 
 
 def _local_caps(binary: str | None, accel: str) -> tuple[Any, str | None, str]:

@@ -32,7 +32,7 @@ from guestcpu.errors import GuestCpuError, IncompatibleError, InputError, Unknow
 from guestcpu.model.cpu import CpuDefinition, CpuType, Fallback, FeatureRequest, Match, Mode, Policy
 from guestcpu.model.cpuid import Signature
 from guestcpu.model.features import iter_bits
-from guestcpu.qemu.caps import Expansion, QemuCaps
+from guestcpu.qemu.caps import RESOLVE_LATEST, RESOLVE_LEGACY, RESOLVE_V1, Expansion, QemuCaps
 
 #: QEMU models that are not CPU definitions a guest can be pinned to.
 SPECIAL_MODELS = frozenset({"host", "max", "base"})
@@ -146,6 +146,19 @@ def host_model(caps: QemuCaps, catalog: Catalog, *, migratable: bool = True) -> 
 
 
 # -- effective CPU ----------------------------------------------------------------------
+def latest_common(name: str, caps: QemuCaps, catalog: Catalog) -> tuple[str, tuple[str, ...]]:
+    """The newest ``name-vN`` that both the catalog and QEMU have: what a new definition of ``name`` gets."""
+    known = catalog.find_model(name)
+    if known is not None:
+        common = [m.name for m in catalog.versions(known.family) if caps.has_model(m.name)]
+        if common:
+            return common[-1], ()
+    newest = caps.latest_versions().get(name)
+    if newest is None:
+        return name, (f"QEMU {caps.qemu_version} has no versions of {name}; using it as it is",)
+    return newest, (f"the catalog has no versions of {name}; using QEMU's latest, {newest}",)
+
+
 @dataclass(frozen=True)
 class EffectiveCpu:
     """A guest CPU made exact for one QEMU and accelerator."""
@@ -279,6 +292,11 @@ def effective_cpu(
         notes.append(f"QEMU {caps.qemu_version} has no {name}; fallback='allow' chose {guest.model}")
         name = guest.model
     qemu_model, resolution = caps.resolve(name, machine)
+    if resolution in (RESOLVE_V1, RESOLVE_LATEST, RESOLVE_LEGACY):
+        # A bare name: judged as define and run pin a new definition, the newest version both have.
+        qemu_model, more = latest_common(name, caps, catalog)
+        resolution = "latest-common"
+        notes.extend(more)
     entry = caps.model(qemu_model)
     if entry is None or entry.expansion is None:
         raise NotExpressibleError(f"this QEMU ({caps.binary}) has no expansion of CPU model {qemu_model}")

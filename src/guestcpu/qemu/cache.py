@@ -185,7 +185,7 @@ def _read(path: Path, warn: Callable[[str], None]) -> tuple[QemuCaps | None, str
         warn(f"cannot read capabilities cache {path}: {exc.strerror}; probing QEMU again")
         return None, "unreadable"
     try:
-        return caps_from_document(json.loads(data), str(path)), ""
+        return caps_from_document(json.loads(data), str(path), check=False), ""
     except (ValueError, InputError, RecursionError) as exc:
         warn(f"capabilities cache {path} is corrupt ({str(exc).splitlines()[0][:120]}); probing QEMU again")
         return None, "corrupt"
@@ -259,6 +259,9 @@ def read_caps_file(path: str, accel: str | None = None) -> QemuCaps:
 
     doc = read_json(path, "a capabilities document ('guestcpu caps --document') or a host capture")
     if isinstance(doc, dict) and doc.get("schema") == _CAPTURE_SCHEMA:
+        from guestcpu.schemas import validate
+
+        validate("host-capture", doc, path)
         found = doc.get("accels")
         accels: dict[str, Any] = found if isinstance(found, dict) else {}
         chosen = accel or ("kvm" if "kvm" in accels else "tcg")
@@ -266,5 +269,6 @@ def read_caps_file(path: str, accel: str | None = None) -> QemuCaps:
             why = (doc.get("unavailable") or {}).get(chosen, "it was not captured")
             captured = ", ".join(sorted(accels)) or "none"
             raise InputError(f"{path}: the capture has no {chosen} capabilities ({why}); captured: {captured}")
-        return caps_from_document(accels[chosen], f"{path} ({chosen})")
+        # validated above with the whole capture
+        return caps_from_document(accels[chosen], f"{path} ({chosen})", check=False)
     return caps_from_document(doc, path)

@@ -12,6 +12,8 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from guestcpu.errors import InputError
+from guestcpu.formats.qmp_replies import parse_definitions, parse_target
 from guestcpu.qemu.caps import QemuCaps, caps_from_replies
 from guestcpu.qemu.process import DEFAULT_TIMEOUT, QemuError, QemuProcess, base_args, kvm_unusable_reason, run_sync
 
@@ -23,6 +25,10 @@ ACCELS = ("kvm", "tcg")
 
 class AccelUnavailableError(QemuError):
     pass
+
+
+class WrongArchError(InputError):
+    """The binary emulates another architecture than the one asked for."""
 
 
 def check_accel(accel: str) -> None:
@@ -68,14 +74,20 @@ async def probe_replies(
         ]
         if arch == "x86_64":
             first.append(("query-cpu-model-expansion", _expansion_args("static", host_name, {"migratable": False})))
+        target = parse_target(await qemu.execute("query-target"))
+        if target != arch:
+            raise WrongArchError(f"{binary} is a QEMU for {target}, not {arch}; give a qemu-system-{arch} binary")
         answers = await qemu.execute_many(first)
         version, machines, definitions, host_static, host_full = answers[:5]
         nonmig = answers[5] if len(answers) > 5 else None
-        names = [d["name"] for d in definitions]
+        parsed = parse_definitions(definitions)
+        names = [d.name for d in parsed]
+        typenames = sorted({d.typename for d in parsed if d.typename})
         report(f"expanding {len(names)} CPU models", 2, 3)
         expansions = await qemu.execute_many(
             ("query-cpu-model-expansion", _expansion_args("static", name)) for name in names
         )
+        properties = await qemu.execute_many(("qom-list-properties", {"typename": t}) for t in typenames)
         report("done", 3, 3)
     return {
         "version": version,
@@ -85,6 +97,7 @@ async def probe_replies(
         "host_full": host_full,
         "host_static_nonmigratable": nonmig,
         "model_expansions": dict(zip(names, expansions, strict=True)),
+        "model_properties": dict(zip(typenames, properties, strict=True)),
     }
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from guestcpu.errors import InputError
+from guestcpu.formats.qmp_replies import parse_baseline, parse_comparison, parse_expansion
 from guestcpu.qemu.process import DEFAULT_TIMEOUT, QemuProcess, base_args, resolve_binary, run_sync
 
 ARCH = "s390x"
@@ -118,16 +119,15 @@ class S390Baseline:
 
 
 def comparison_from_reply(reply: Any, a: ModelSpec, b: ModelSpec) -> S390Comparison:
-    if not isinstance(reply, dict) or reply.get("result") not in RESULTS:
-        raise InputError("not a query-cpu-model-comparison reply (no result)")
-    return S390Comparison(reply["result"], tuple(reply.get("responsible-properties", ())), a, b)
+    found = parse_comparison(reply)
+    return S390Comparison(found.result, found.responsible_properties, a, b)
 
 
-def baseline_from_reply(reply: Any, inputs: Sequence[ModelSpec]) -> S390Baseline:
-    model = reply.get("model") if isinstance(reply, dict) else None
-    if not isinstance(model, dict) or "name" not in model:
-        raise InputError("not a query-cpu-model-baseline reply (no model)")
-    return S390Baseline(model["name"], dict(model.get("props", {})), tuple(inputs))
+def baseline_from_reply(
+    reply: Any, inputs: Sequence[ModelSpec], command: str = "query-cpu-model-baseline"
+) -> S390Baseline:
+    model = parse_expansion(reply, command)
+    return S390Baseline(model.name, dict(model.props), tuple(inputs))
 
 
 def _offer_name(accel: str) -> str:
@@ -143,12 +143,13 @@ async def _compare(binary: str, a: ModelSpec, b: ModelSpec | None, accel: str, t
 
 async def _baseline(binary: str, models: Sequence[ModelSpec], accel: str, timeout: float) -> S390Baseline:
     async with QemuProcess(binary, base_args("none", accel), timeout=timeout, name="s390x") as qemu:
-        current = models[0].to_qmp()
         if len(models) == 1:
-            reply = await qemu.execute("query-cpu-model-expansion", {"type": "static", "model": current})
+            reply = await qemu.execute("query-cpu-model-expansion", {"type": "static", "model": models[0].to_qmp()})
+            return baseline_from_reply(reply, models, "query-cpu-model-expansion")
+        current = models[0].to_qmp()
         for other in models[1:]:
             reply = await qemu.execute("query-cpu-model-baseline", {"modela": current, "modelb": other.to_qmp()})
-            current = reply["model"]
+            current = parse_baseline(reply).to_qmp()
     return baseline_from_reply(reply, models)
 
 

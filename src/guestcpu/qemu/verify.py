@@ -23,6 +23,7 @@ from guestcpu.catalog.catalog import Catalog
 from guestcpu.engine.expand import update_feature
 from guestcpu.engine.update import CpuMismatchError, LiveCheck, update_live
 from guestcpu.errors import GuestCpuError, UnknownNameError
+from guestcpu.formats.qmp_replies import parse_cpus_fast, qom_bool, qom_feature_words, qom_names, qom_scalar
 from guestcpu.model.cpu import Check, CpuDefinition, Policy, Topology
 from guestcpu.model.cpuid import CpuidData
 from guestcpu.model.features import iter_bits
@@ -52,17 +53,16 @@ class LiveCpu:
     qom_path: str = ""
 
 
-def words_to_cpuid(words: Sequence[dict[str, Any]]) -> CpuidData:
-    """``X86CPUFeatureWordInfo`` list -> CpuidData (one register value per word)."""
+def words_to_cpuid(words: Any, prop: str = "feature-words") -> CpuidData:
+    """``X86CPUFeatureWordInfo`` list (a ``qom-get`` reply) -> CpuidData (one register value per word)."""
     leaves: dict[tuple[int, int], list[int]] = {}
-    for word in words:
-        key = (int(word["cpuid-input-eax"]), int(word.get("cpuid-input-ecx", 0)))
-        regs = leaves.setdefault(key, [0, 0, 0, 0])
-        regs[_REGISTERS[word["cpuid-register"]]] |= int(word["features"])
+    for word in qom_feature_words(words, prop):
+        regs = leaves.setdefault((word.eax, word.ecx or 0), [0, 0, 0, 0])
+        regs[_REGISTERS[word.register]] |= word.features
     return CpuidData({k: (v[0], v[1], v[2], v[3]) for k, v in leaves.items()})
 
 
-def live_bits(words: Sequence[dict[str, Any]], msr_props: dict[str, bool], catalog: Catalog) -> int:
+def live_bits(words: Any, msr_props: dict[str, bool], catalog: Catalog) -> int:
     """Catalog features on in ``feature-words`` plus the MSR features whose property is true."""
     bits = catalog.features_from_cpuid(words_to_cpuid(words))
     for name, value in msr_props.items():
@@ -84,24 +84,25 @@ def _msr_props(caps: QemuCaps, catalog: Catalog) -> list[str]:
 
 
 async def read_live_cpu(qemu: QemuProcess, caps: QemuCaps, catalog: Catalog) -> LiveCpu:
-    cpus = await qemu.execute("query-cpus-fast")
+    cpus = parse_cpus_fast(await qemu.execute("query-cpus-fast"))
     if not cpus:
         raise GuestCpuError("QEMU reports no vCPU to verify (query-cpus-fast is empty)")
-    path = cpus[0]["qom-path"]
+    path = cpus[0].qom_path
     msr_names = _msr_props(caps, catalog)
     props = ["feature-words", "filtered-features", "unavailable-features", *_IDENTITY_PROPS, *msr_names]
     answers = await qemu.execute_many(("qom-get", {"path": path, "property": p}) for p in props)
     values = dict(zip(props, answers, strict=True))
-    msr_values = {n: bool(values[n]) for n in msr_names}
-    filtered = catalog.features_from_cpuid(words_to_cpuid(values["filtered-features"]))
-    for name in values["unavailable-features"]:
+    msr_values = {n: qom_bool(values[n], n) for n in msr_names}
+    filtered = catalog.features_from_cpuid(words_to_cpuid(values["filtered-features"], "filtered-features"))
+    unavailable = qom_names(values["unavailable-features"], "unavailable-features")
+    for name in unavailable:
         if catalog.has_feature(name):
             filtered |= 1 << catalog.feature(name).index
     return LiveCpu(
         enabled=live_bits(values["feature-words"], msr_values, catalog),
         filtered=filtered,
-        unavailable=tuple(dict.fromkeys(values["unavailable-features"])),
-        identity={k: values[k] for k in _IDENTITY_PROPS},
+        unavailable=unavailable,
+        identity={k: qom_scalar(values[k], k) for k in _IDENTITY_PROPS},
         qom_path=path,
     )
 

@@ -32,7 +32,7 @@ from typing import Any
 from guestcpu.catalog.paths import cache_home
 from guestcpu.errors import GuestCpuError, InputError
 from guestcpu.qemu.caps import QemuCaps, caps_from_document, to_document
-from guestcpu.qemu.probe import Progress, check_accel, probe
+from guestcpu.qemu.probe import PROBE_FORMAT, Progress, check_accel, probe
 from guestcpu.qemu.process import DEFAULT_TIMEOUT, kvm_unusable_reason, resolve_binary
 
 
@@ -108,6 +108,7 @@ def host_facts(binary: str, accel: str) -> dict[str, Any]:
     """Everything that, when it changes, can change what QEMU reports."""
     facts = binary_facts(binary)
     facts["accel"] = accel
+    facts["probe_format"] = PROBE_FORMAT  # what a probe records; older cache entries are probed again
     facts["kernel"] = os.uname().release
     try:
         microcode, cpu = cpuinfo_facts(Path("/proc/cpuinfo").read_text(errors="replace"))

@@ -24,6 +24,10 @@ from guestcpu.qemu.process import DEFAULT_TIMEOUT, QemuProcess, base_args, resol
 
 ARCH = "s390x"
 RESULTS = ("identical", "superset", "subset", "incompatible")
+#: QEMU's comparison of a host (model A) with a guest (model B) -> can the host run the guest?
+#: A host that is a subset of the guest lacks something it has: incompatible, as libvirt maps it.
+HOST_VERDICTS = {"identical": "identical", "superset": "superset", "subset": "incompatible",
+                 "incompatible": "incompatible"}
 _TRUE = {"on", "true", "yes", "1"}
 _FALSE = {"off", "false", "no", "0"}
 
@@ -94,6 +98,11 @@ class S390Comparison:
     modela: ModelSpec
     modelb: ModelSpec
 
+    @property
+    def host_verdict(self) -> str:
+        """Read with model A as the host and B as the guest: identical, superset or incompatible."""
+        return HOST_VERDICTS[self.result]
+
     def as_dict(self) -> dict[str, object]:
         return {
             "result": self.result,
@@ -134,11 +143,10 @@ def _offer_name(accel: str) -> str:
     return "host" if accel == "kvm" else "max"
 
 
-async def _compare(binary: str, a: ModelSpec, b: ModelSpec | None, accel: str, timeout: float) -> S390Comparison:
+async def _compare(binary: str, a: ModelSpec, b: ModelSpec, accel: str, timeout: float) -> S390Comparison:
     async with QemuProcess(binary, base_args("none", accel), timeout=timeout, name="s390x") as qemu:
-        other = b or ModelSpec(_offer_name(accel))
-        reply = await qemu.execute("query-cpu-model-comparison", {"modela": a.to_qmp(), "modelb": other.to_qmp()})
-    return comparison_from_reply(reply, a, other)
+        reply = await qemu.execute("query-cpu-model-comparison", {"modela": a.to_qmp(), "modelb": b.to_qmp()})
+    return comparison_from_reply(reply, a, b)
 
 
 async def _baseline(binary: str, models: Sequence[ModelSpec], accel: str, timeout: float) -> S390Baseline:
@@ -158,7 +166,21 @@ def compare_models(
     timeout: float = DEFAULT_TIMEOUT,
 ) -> S390Comparison:
     """QEMU's comparison of ``a`` with ``b`` (default: what QEMU offers, ``max``/``host``)."""
-    return run_sync(_compare(resolve_binary(binary, ARCH), a, b, accel, timeout))  # type: ignore[no-any-return]
+    other = b or ModelSpec(_offer_name(accel))
+    return run_sync(_compare(resolve_binary(binary, ARCH), a, other, accel, timeout))  # type: ignore[no-any-return]
+
+
+def host_runs_guest(
+    guest: ModelSpec, host: ModelSpec | None = None, *, binary: str | None = None, accel: str = "tcg",
+    timeout: float = DEFAULT_TIMEOUT,
+) -> S390Comparison:
+    """Can ``host`` (default: what QEMU offers) run ``guest``?  QEMU compares the host (A) with the guest (B).
+
+    Read the answer with ``host_verdict``: a z13 host is a *subset* of a z14 guest,
+    so it cannot run it (incompatible), as libvirt's hypervisor-cpu-compare says.
+    """
+    offer = host or ModelSpec(_offer_name(accel))
+    return run_sync(_compare(resolve_binary(binary, ARCH), offer, guest, accel, timeout))  # type: ignore[no-any-return]
 
 
 def baseline_models(

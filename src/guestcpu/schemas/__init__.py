@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
     from jsonschema.protocols import Validator
 
 _HERE = Path(__file__).parent
+_PLAIN = re.compile(r"^[A-Za-z0-9_.+-]+$")
 NAMES = ("pin", "host-capture", "qemu-caps")
 
 
@@ -57,7 +59,12 @@ def json_path(parts: Any) -> str:
     """``["abi", "features", "aes"]`` -> ``$.abi.features.aes``; list indexes as ``[3]``."""
     text = "$"
     for part in parts:
-        text += f"[{part}]" if isinstance(part, int) else f".{part}"
+        if isinstance(part, int):
+            text += f"[{part}]"
+        elif _PLAIN.match(part):
+            text += f".{part}"
+        else:  # an empty, spaced or control-character key: quoted, so the message stays one line
+            text += f"[{json.dumps(part)}]"
     return text
 
 

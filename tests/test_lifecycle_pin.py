@@ -205,7 +205,7 @@ def test_bad_pins_get_one_clear_message(edit: Any, message: str) -> None:
     edit(doc)
     with pytest.raises(PinError, match=re.escape(message)):
         pin_from_document(doc, "PIN.json")
-    with pytest.raises(PinError, match="not JSON"):
+    with pytest.raises(PinError, match="not valid JSON"):
         loads_pin("{oops", "PIN.json")
 
 

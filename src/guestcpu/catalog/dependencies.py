@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -61,6 +62,30 @@ class FeatureDependencies:
             missing = by_child.get(child, 0) & ~kept
             lines.append(f"{catalog.features[index].name} (needs {', '.join(catalog.names(missing))})")
         return lines
+
+
+@functools.cache
+def _parents() -> dict[str, tuple[str, ...]]:
+    """QEMU feature name -> every feature it needs (QEMU spellings)."""
+    found: dict[str, list[str]] = {}
+    for parent, children in _table():
+        for child in children:
+            found.setdefault(child, []).append(parent)
+    return {child: tuple(parents) for child, parents in found.items()}
+
+
+def nearest_parent(names: Iterable[str]) -> str | None:
+    """The feature that one of ``names`` (a feature's spellings) needs first: its closest gate.
+
+    ``vmx-ept-2mb`` needs vmx, vmx-secondary-ctls and vmx-ept; the closest is the one that
+    itself needs the most (vmx-ept).  None: the feature needs nothing.
+    """
+    parents = _parents()
+    for name in names:
+        found = parents.get(name)
+        if found:
+            return max(found, key=lambda p: (len(parents.get(p, ())), p))
+    return None
 
 
 def dependencies_for(catalog: Catalog) -> FeatureDependencies:

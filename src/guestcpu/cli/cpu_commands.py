@@ -204,9 +204,11 @@ def _verify_baseline_starts(
     import os
 
     from guestcpu.errors import GuestCpuError, IncompatibleError
+    from guestcpu.lifecycle.define import load_target
+    from guestcpu.lifecycle.definition import GuestDefinition
+    from guestcpu.lifecycle.run import plan_run, run_plan
     from guestcpu.model.cpu import Check
     from guestcpu.qemu.cache import load_caps
-    from guestcpu.qemu.verify import run_guest
 
     checked: list[str] = []
     for index, (caps, source) in enumerate(hosts):
@@ -221,13 +223,16 @@ def _verify_baseline_starts(
             if here.qemu_version != caps.qemu_version:
                 continue
             caps = here
+        # The one launch path: the baseline pinned in memory, started paused, its vCPU read back.
+        where = f"{source} ({caps.accel}, QEMU {caps.qemu_version})"
         try:
-            run_guest(cpu.with_(check=Check.FULL), caps, catalog, machine=machine, verify_only=True)
+            target = load_target(caps.binary, caps.accel, machine, caps=caps)
+            plan = plan_run(GuestDefinition(cpu=cpu.with_(check=Check.FULL)), target, catalog)
+            result = run_plan(plan, target, catalog, verify_only=True)
         except GuestCpuError as exc:
-            raise IncompatibleError(
-                f"the baseline does not start on {source} ({caps.accel}, QEMU {caps.qemu_version}): "
-                + str(exc).replace("\n", "; ")
-            ) from None
+            raise IncompatibleError(f"the baseline does not start on {where}: " + " ".join(str(exc).split())) from None
+        if not result.mismatch.ok:
+            raise IncompatibleError(f"the baseline does not start as printed on {where}: {result.mismatch}")
         checked.append(source)
     return checked
 

@@ -176,6 +176,9 @@ class Pin:
     libvirt_cpu: str = ""
     #: what define learnt on the way (blockers on this host, ignored policies, ...)
     warnings: tuple[str, ...] = ()
+    #: the guest's <name> and <uuid> from its domain XML: whose pin this is
+    name: str | None = None
+    uuid: str | None = None
 
     @property
     def fingerprint(self) -> str:
@@ -203,6 +206,8 @@ def pin_to_document(pin: Pin) -> dict[str, Any]:
         "host": dict(pin.host) if pin.host is not None else None,
         "warnings": list(pin.warnings),
         "libvirt_cpu": pin.libvirt_cpu,
+        "name": pin.name,
+        "uuid": pin.uuid,
     }
 
 
@@ -295,12 +300,16 @@ def pin_from_document(doc: Any, source: str = "pin") -> Pin:
         host=dict(host) if host is not None else None,
         libvirt_cpu=doc["libvirt_cpu"],
         warnings=tuple(doc["warnings"]),
+        name=doc.get("name"),
+        uuid=doc.get("uuid"),
     )
 
 
 def loads_pin(text: str, source: str) -> Pin:
+    from guestcpu.formats.files import loads_json
+
     try:
-        doc = json.loads(text)
-    except ValueError as exc:
-        raise PinError(f"{source} is not JSON ({exc}); expected a pin written by 'guestcpu define'") from None
+        doc = loads_json(text, source, "a pin written by 'guestcpu define'")
+    except InputError as exc:
+        raise PinError(str(exc)) from None
     return pin_from_document(doc, source)

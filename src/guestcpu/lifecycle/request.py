@@ -118,9 +118,13 @@ def _custom(
         cpu.model, caps, catalog, existing=existing, machine=machine, machine_aliases=machine_aliases
     )
     props, more = feature_props(cpu, caps, catalog)
+    _check_vendor(cpu, caps, catalog)
     if cpu.vendor_id:
         props["vendor"] = cpu.vendor_id
-    _check_vendor(cpu, caps, catalog)
+    elif cpu.vendor:
+        # <vendor> is what the guest sees, under TCG as well as KVM (QEMU would otherwise
+        # give the model's own vendor, or under KVM the host's).
+        props["vendor"] = catalog.vendor(cpu.vendor, "guest CPU").string
     return CpuRequest(
         abi_mode="custom",
         definition_mode="custom",
@@ -140,10 +144,13 @@ def _fall_back(cpu: CpuDefinition, caps: QemuCaps, catalog: Catalog) -> CpuDefin
 
 
 def _check_vendor(cpu: CpuDefinition, caps: QemuCaps, catalog: Catalog) -> None:
-    """``<vendor>`` requires a host of that vendor (KVM only: TCG does not look at the host)."""
-    if cpu.vendor is None or caps.accel != "kvm" or caps.host_static is None:
+    """``<vendor>`` must be a catalog vendor, and requires a host of that vendor (KVM only: TCG does not
+    look at the host)."""
+    if cpu.vendor is None:
         return
-    wanted = catalog.vendor(cpu.vendor, "guest CPU")
+    wanted = catalog.vendor(cpu.vendor, "the guest CPU's <vendor>")
+    if caps.accel != "kvm" or caps.host_static is None:
+        return
     host_string = caps.host_static.get("vendor")
     if host_string != wanted.string:
         raise GuestCpuError(

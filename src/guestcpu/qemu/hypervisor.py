@@ -503,6 +503,7 @@ def hypervisor_baseline(
     added_by_qemu = qemu_bits & ~catalog_bits
     final = (wanted | added_by_qemu) & allowed
     notes: list[str] = []
+    # a feature whose gate is off would be cleared by QEMU (npt without svm): never required
     kept = dependencies.without_orphans(final)
     if kept != final:
         notes.append("left out because a feature they need is not in the baseline: "

@@ -24,8 +24,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
-from guestcpu.catalog.cpumap import family_of, read_cpu_map, version_of  # noqa: E402
+from guestcpu.catalog.cpumap import family_of, read_cpu_map  # noqa: E402
 from guestcpu.formats.files import write_output  # noqa: E402
+from guestcpu.model.names import version_of  # noqa: E402
 
 DATA = ROOT / "src" / "guestcpu" / "catalog" / "data"
 SCHEMA = 1

@@ -271,7 +271,8 @@ def apply_dropins(catalog: Catalog, directories: Iterable[Path]) -> Catalog:
 
 
 def load_libvirt_cpu_map(directory: Path) -> Catalog:
-    from guestcpu.catalog.cpumap import family_of, read_cpu_map, version_of
+    from guestcpu.catalog.cpumap import family_of, read_cpu_map
+    from guestcpu.model.names import version_of
 
     parsed = read_cpu_map(directory)
     features: list[Feature] = []

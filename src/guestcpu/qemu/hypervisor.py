@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from guestcpu.catalog.catalog import Catalog
-from guestcpu.catalog.gates import without_ungated
+from guestcpu.catalog.dependencies import dependencies_for
 from guestcpu.engine.baseline import BaselineResult, baseline
 from guestcpu.engine.compare import CompareResult, Comparison
 from guestcpu.engine.decode import CpuFacts, DecodeResult, decode
@@ -32,7 +32,7 @@ from guestcpu.errors import GuestCpuError, IncompatibleError, InputError, Unknow
 from guestcpu.model.cpu import CpuDefinition, CpuType, Fallback, FeatureRequest, Match, Mode, Policy
 from guestcpu.model.cpuid import Signature
 from guestcpu.model.features import iter_bits
-from guestcpu.qemu.caps import Expansion, QemuCaps
+from guestcpu.qemu.caps import RESOLVE_LATEST, RESOLVE_LEGACY, RESOLVE_V1, Expansion, QemuCaps
 
 #: QEMU models that are not CPU definitions a guest can be pinned to.
 SPECIAL_MODELS = frozenset({"host", "max", "base"})
@@ -146,6 +146,19 @@ def host_model(caps: QemuCaps, catalog: Catalog, *, migratable: bool = True) -> 
 
 
 # -- effective CPU ----------------------------------------------------------------------
+def latest_common(name: str, caps: QemuCaps, catalog: Catalog) -> tuple[str, tuple[str, ...]]:
+    """The newest ``name-vN`` that both the catalog and QEMU have: what a new definition of ``name`` gets."""
+    known = catalog.find_model(name)
+    if known is not None:
+        common = [m.name for m in catalog.versions(known.family) if caps.has_model(m.name)]
+        if common:
+            return common[-1], ()
+    newest = caps.latest_versions().get(name)
+    if newest is None:
+        return name, (f"QEMU {caps.qemu_version} has no versions of {name}; using it as it is",)
+    return newest, (f"the catalog has no versions of {name}; using QEMU's latest, {newest}",)
+
+
 @dataclass(frozen=True)
 class EffectiveCpu:
     """A guest CPU made exact for one QEMU and accelerator."""
@@ -279,6 +292,11 @@ def effective_cpu(
         notes.append(f"QEMU {caps.qemu_version} has no {name}; fallback='allow' chose {guest.model}")
         name = guest.model
     qemu_model, resolution = caps.resolve(name, machine)
+    if resolution in (RESOLVE_V1, RESOLVE_LATEST, RESOLVE_LEGACY):
+        # A bare name: judged as define and run pin a new definition, the newest version both have.
+        qemu_model, more = latest_common(name, caps, catalog)
+        resolution = "latest-common"
+        notes.extend(more)
     entry = caps.model(qemu_model)
     if entry is None or entry.expansion is None:
         raise NotExpressibleError(f"this QEMU ({caps.binary}) has no expansion of CPU model {qemu_model}")
@@ -437,7 +455,12 @@ def hypervisor_baseline(
     else:
         allowed = offer
     usable_models = dict(models) if models is not None else qemu_models(caps, catalog)
-    engine = baseline(cpus, catalog, models=usable_models, allowed_features=allowed, migratable=migratable)
+    # QEMU turns a feature off when the one it depends on is off (npt without svm).
+    dependencies = dependencies_for(catalog)
+    allowed = dependencies.without_orphans(allowed)
+    # The inputs' own model may be one this QEMU lacks (EPYC-Rome-v3 on 7.2): choose among QEMU's.
+    engine = baseline(cpus, catalog, models=usable_models, allowed_features=allowed, migratable=migratable,
+                      dependencies=dependencies, fallback=Fallback.ALLOW)
     common_all = None
     from guestcpu.engine.cpubits import compile_cpu
 
@@ -455,9 +478,14 @@ def hypervisor_baseline(
     qemu_bits, _ = expansion_bits(entry.expansion, catalog)
     catalog_bits = catalog.model(qemu_model).features if catalog.has_model(qemu_model) else 0
     added_by_qemu = qemu_bits & ~catalog_bits
-    # a feature whose gate is off would be cleared by QEMU (npt without svm): never required
-    final = without_ungated((wanted | added_by_qemu) & allowed, catalog)
+    final = (wanted | added_by_qemu) & allowed
     notes: list[str] = []
+    # a feature whose gate is off would be cleared by QEMU (npt without svm): never required
+    kept = dependencies.without_orphans(final)
+    if kept != final:
+        notes.append("left out because a feature they need is not in the baseline: "
+                     + ", ".join(dependencies.explain(final & ~kept, kept, catalog)))
+        final = kept
     if qemu_model != chosen:
         notes.append(f"{chosen} resolves to {qemu_model} ({resolution})")
     dropped_qemu = qemu_bits & ~final

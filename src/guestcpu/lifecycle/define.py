@@ -23,7 +23,7 @@ from pathlib import Path
 
 from guestcpu import __version__
 from guestcpu.catalog.catalog import Catalog
-from guestcpu.catalog.gates import failed_msr, gate_of, msr_name, without_msr
+from guestcpu.catalog.gates import MSR_GATES, failed_msr, gate_of, msr_name, without_msr
 from guestcpu.errors import InputError, suggest
 from guestcpu.formats.libvirt_xml import format_cpu, parse_cpu
 from guestcpu.lifecycle.abi import build_abi, topology_of
@@ -114,11 +114,17 @@ async def pin_cpu_async(
                                            catalog, warnings)
         _check_vendor_given(props, expanded, loose)
         abi = _abi(expanded, target, request.abi_mode, request.choice.version, props, topology)
+        where = f"{target.binary}, {target.accel}, {target.machine.name}"
+        if target.accel == "kvm" and not request.recompute and _sets_gated_msr(abi):
+            # A named model with an MSR QEMU writes: pinned as asked, with a warning if it cannot start here.
+            failure = await _trial_start(abi, target, timeout)
+            refusal = msr_refusal(failure.stderr_tail, abi, catalog, where) if failure is not None else None
+            if refusal is not None:
+                warnings.append(f"this pin will not start on this host now: {refusal}")
         if target.accel == "kvm" and request.recompute:
             failure = await _trial_start(abi, target, timeout)
             msr = failed_msr(failure.stderr_tail) if failure is not None else None
             if failure is not None and (msr is None or request.abi_mode != "custom"):
-                where = f"{target.binary}, {target.accel}, {target.machine.name}"
                 raise msr_refusal(failure.stderr_tail, abi, catalog, where) or failure
             if msr is not None:
                 off = without_msr(msr, catalog, target.caps.known_props)
@@ -246,6 +252,11 @@ def _check_vendor_given(props: dict[str, object], expanded: Expanded, cpu: CpuDe
             f"the guest CPU names vendor {wanted} but QEMU's {expanded.model} reports {got}; "
             "drop <vendor> or choose a model of that vendor"
         )
+
+
+def _sets_gated_msr(abi: Abi) -> bool:
+    """Whether QEMU will write an MSR some KVMs refuse for this pin (its gate feature is on)."""
+    return any(abi.features.get(gate) for _, gate in MSR_GATES.values())
 
 
 async def _trial_start(abi: Abi, target: Target, timeout: float) -> QemuStartError | None:

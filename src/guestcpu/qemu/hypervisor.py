@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from guestcpu.catalog.catalog import Catalog
-from guestcpu.catalog.gates import without_ungated
+from guestcpu.catalog.dependencies import dependencies_for
 from guestcpu.engine.baseline import BaselineResult, baseline
 from guestcpu.engine.compare import CompareResult, Comparison
 from guestcpu.engine.decode import CpuFacts, DecodeResult, decode
@@ -455,7 +455,12 @@ def hypervisor_baseline(
     else:
         allowed = offer
     usable_models = dict(models) if models is not None else qemu_models(caps, catalog)
-    engine = baseline(cpus, catalog, models=usable_models, allowed_features=allowed, migratable=migratable)
+    # QEMU turns a feature off when the one it depends on is off (npt without svm).
+    dependencies = dependencies_for(catalog)
+    allowed = dependencies.without_orphans(allowed)
+    # The inputs' own model may be one this QEMU lacks (EPYC-Rome-v3 on 7.2): choose among QEMU's.
+    engine = baseline(cpus, catalog, models=usable_models, allowed_features=allowed, migratable=migratable,
+                      dependencies=dependencies, fallback=Fallback.ALLOW)
     common_all = None
     from guestcpu.engine.cpubits import compile_cpu
 
@@ -473,9 +478,14 @@ def hypervisor_baseline(
     qemu_bits, _ = expansion_bits(entry.expansion, catalog)
     catalog_bits = catalog.model(qemu_model).features if catalog.has_model(qemu_model) else 0
     added_by_qemu = qemu_bits & ~catalog_bits
-    # a feature whose gate is off would be cleared by QEMU (npt without svm): never required
-    final = without_ungated((wanted | added_by_qemu) & allowed, catalog)
+    final = (wanted | added_by_qemu) & allowed
     notes: list[str] = []
+    # a feature whose gate is off would be cleared by QEMU (npt without svm): never required
+    kept = dependencies.without_orphans(final)
+    if kept != final:
+        notes.append("left out because a feature they need is not in the baseline: "
+                     + ", ".join(dependencies.explain(final & ~kept, kept, catalog)))
+        final = kept
     if qemu_model != chosen:
         notes.append(f"{chosen} resolves to {qemu_model} ({resolution})")
     dropped_qemu = qemu_bits & ~final

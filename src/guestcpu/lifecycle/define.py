@@ -114,29 +114,8 @@ async def pin_cpu_async(
                                            catalog, warnings)
         _check_vendor_given(props, expanded, loose)
         abi = _abi(expanded, target, request.abi_mode, request.choice.version, props, topology)
-        where = f"{target.binary}, {target.accel}, {target.machine.name}"
-        if target.accel == "kvm" and not request.recompute and _sets_gated_msr(abi):
-            # A named model with an MSR QEMU writes: pinned as asked, with a warning if it cannot start here.
-            failure = await _trial_start(abi, target, timeout)
-            refusal = msr_refusal(failure.stderr_tail, abi, catalog, where) if failure is not None else None
-            if refusal is not None:
-                warnings.append(f"this pin will not start on this host now: {refusal}")
-        if target.accel == "kvm" and request.recompute:
-            failure = await _trial_start(abi, target, timeout)
-            msr = failed_msr(failure.stderr_tail) if failure is not None else None
-            if failure is not None and (msr is None or request.abi_mode != "custom"):
-                raise msr_refusal(failure.stderr_tail, abi, catalog, where) or failure
-            if msr is not None:
-                off = without_msr(msr, catalog, target.caps.known_props)
-                props.update(off)
-                before = abi
-                expanded = await session.expand(model, props)
-                abi = _abi(expanded, target, request.abi_mode, request.choice.version, props, topology)
-                dropped = sorted(n for n in off if before.features.get(n) and not abi.features.get(n))
-                warnings.append(
-                    f"KVM here refuses to set {msr_name(msr)} (QEMU would abort at start-up), so this host-model "
-                    f"has {', '.join(dropped)} off"
-                )
+        if target.accel == "kvm":
+            abi = await _kvm_trial(session, abi, request, props, target, catalog, topology, timeout, warnings)
     caps = target.caps
     warnings = [*request.warnings, *warnings]
     missing = sorted(set(abi.required) - supported_features(caps))
@@ -158,6 +137,42 @@ async def pin_cpu_async(
         libvirt_cpu=libvirt_xml(abi, catalog),
         warnings=tuple(warnings),
     )
+
+
+async def _kvm_trial(
+    session: MachineSession, abi: Abi, request: CpuRequest, props: dict[str, object], target: Target,
+    catalog: Catalog, topology: Topology | None, timeout: float, warnings: list[str],
+) -> Abi:
+    """Start a KVM pin once where QEMU may write an MSR this KVM refuses; the pin that starts.
+
+    host-model: re-pinned without the refused MSR's features (saying so); host-passthrough and
+    maximum: one clear error; a named model: pinned as asked, with a warning.
+    """
+    if not request.recompute and not _sets_gated_msr(abi):
+        return abi
+    where = f"{target.binary}, {target.accel}, {target.machine.name}"
+    failure = await _trial_start(abi, target, timeout)
+    if failure is None:
+        return abi
+    msr = failed_msr(failure.stderr_tail)
+    if not request.recompute:
+        refusal = msr_refusal(failure.stderr_tail, abi, catalog, where)
+        if refusal is not None:
+            warnings.append(f"this pin will not start on this host now: {refusal}")
+        return abi
+    if msr is None or request.abi_mode != "custom":
+        raise msr_refusal(failure.stderr_tail, abi, catalog, where) or failure
+    off = without_msr(msr, catalog, target.caps.known_props)
+    props.update(off)
+    model = request.choice.qemu_model
+    renewed = _abi(await session.expand(model, props), target, request.abi_mode, request.choice.version, props,
+                   topology)
+    dropped = sorted(n for n in off if abi.features.get(n) and not renewed.features.get(n))
+    warnings.append(
+        f"KVM here refuses to set {msr_name(msr)} (QEMU would abort at start-up), so this host-model "
+        f"has {', '.join(dropped)} off"
+    )
+    return renewed
 
 
 def _abi(

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from guestcpu.catalog.catalog import normalize_feature_name
+from guestcpu.lifecycle.abi import REQUESTED_KEY
 from guestcpu.lifecycle.pin import Pin
 from guestcpu.qemu.caps import QemuCaps
 from guestcpu.qemu.offer import known_features, non_migratable_features, supported_features
@@ -143,8 +144,11 @@ def absent_properties(pin: Pin, caps: QemuCaps, known: frozenset[str]) -> set[st
     ones know only the feature names, so the pin's machine properties go unjudged.
     """
     abi = pin.abi
-    absent = {name for name in abi.features if name not in known}
-    for name in (*abi.features, *abi.props):
+    requested = abi.props.get(REQUESTED_KEY)
+    # host-passthrough/maximum: the user's own feature requests go on -cpu too
+    features = [*abi.features, *(requested if isinstance(requested, dict) else ())]
+    absent = {name for name in features if name not in known}
+    for name in (*features, *(key for key in abi.props if key != REQUESTED_KEY)):
         if caps.has_property(abi.model, name) is False:
             absent.add(name)
     return absent

@@ -179,8 +179,10 @@ def test_hypervisor_compare_of_every_model_names_exactly_qemus_blockers(accel: s
         if entry.name in ("host", "max", "base") or not catalog.has_model(entry.name):
             continue
         guest = CpuDefinition(mode=Mode.CUSTOM, match=Match.EXACT, model=entry.name)
-        ours = set(hypervisor_compare(guest, caps, catalog).comparison.missing_features)
-        assert ours == set(model_blockers(caps, catalog, entry.name)[0]), entry.name
+        judged = hypervisor_compare(guest, caps, catalog)
+        ours = set(judged.comparison.missing_features)
+        # a bare name is judged as the version define pins (the newest the catalog and QEMU share)
+        assert ours == set(model_blockers(caps, catalog, judged.effective.qemu_model)[0]), entry.name
         checked += 1
     assert checked > 120
 

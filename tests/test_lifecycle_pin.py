@@ -260,6 +260,21 @@ def test_libvirt_form_lists_every_catalog_feature(catalog: Catalog) -> None:
     assert passthrough.startswith("<cpu mode='host-passthrough' check='full' migratable='on'>\n  <topology ")
 
 
+def test_model_id_global_names_the_cpu_type_the_probe_reported() -> None:
+    """The -global driver is QEMU's QOM type name for the model (from query-cpu-definitions), not a guess."""
+    from dataclasses import replace
+
+    from guestcpu.lifecycle.argv import cpu_args
+
+    caps = make_caps()
+    renamed = tuple(replace(m, typename="Skylake-Client-v2-i386-cpu") if m.name == "Skylake-Client-v2" else m
+                    for m in caps.models)
+    caps = replace(caps, models=renamed)
+    args = cpu_args(make_abi(), caps)
+    assert args[0] == "-cpu" and args[2] == "-global"
+    assert args[3].startswith("driver=Skylake-Client-v2-i386-cpu,property=model-id,")
+
+
 def test_cpu_argument_makes_every_property_explicit() -> None:
     arg = cpu_model_arg(make_abi())
     parts = arg.split(",")

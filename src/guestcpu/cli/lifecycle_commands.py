@@ -13,16 +13,13 @@ from typing import Any
 
 import click
 
-from guestcpu.cli.common import emit_json, json_option, load_catalog_for, read_input
+from guestcpu.cli.common import emit_json, json_option, load_catalog_for, qemu_option_as, read_input
 from guestcpu.errors import GuestCpuError, InputError
 
 EXIT_REFUSED = 2
 
 # The same --qemu as every other command (GUESTCPU_QEMU included), named ``binary`` here.
-qemu_option = click.option(
-    "--qemu", "binary", metavar="PATH", envvar="GUESTCPU_QEMU",
-    help="The QEMU binary (default: qemu-system-x86_64 on PATH).",
-)
+qemu_option = qemu_option_as("binary")
 
 
 def _warn(lines: Any) -> None:
@@ -241,10 +238,9 @@ def _destination_check(
     from guestcpu.lifecycle.documents import read_capture, read_pin
 
     if capture_files and binary is not None:
-        # GUESTCPU_QEMU names this host's QEMU; only an explicit --qemu contradicts --to.
-        if click.get_current_context().get_parameter_source("binary") is not click.core.ParameterSource.ENVIRONMENT:
+        if not _from_environment("binary"):
             raise InputError("give either --to HOST.json or --qemu PATH, not both")
-        binary = None
+        binary = None  # GUESTCPU_QEMU names this host's QEMU; a capture is the destination here
     pin = read_pin(pin_file)
     targets: list[tuple[Any, str | None, str]] = []
     for capture_file in capture_files:
@@ -273,6 +269,13 @@ def _destination_check(
                        + (f"; refused: {', '.join(refused)}" if refused else ""))
     if not all(v.ok for v in verdicts):
         raise SystemExit(EXIT_REFUSED)
+
+
+def _from_environment(param: str) -> bool:
+    """Whether ``param`` came from an environment variable rather than the command line."""
+    from click.core import ParameterSource
+
+    return click.get_current_context().get_parameter_source(param) is ParameterSource.ENVIRONMENT
 
 
 def _local_caps(binary: str | None, accel: str) -> tuple[Any, str | None, str]:

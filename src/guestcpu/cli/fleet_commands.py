@@ -237,3 +237,103 @@ def migrate_cmd(db_url: str | None) -> None:
     store = open_store(db_url, migrate=True)
     click.echo(f"database {describe(db_url or default())} is at the current fleet schema")
     store.close()
+
+
+@fleet_cmd.command("levels")
+@cluster_option
+@accel_choice
+@db_option
+@json_option
+@click.pass_context
+def levels_cmd(ctx: click.Context, cluster: str | None, accel: str, db_url: str | None, as_json: bool) -> None:
+    """The x86-64-v1..v4 level each host can give a guest, the cluster's, and which guest OS runs where."""
+    from guestcpu.fleet import api
+
+    result = api.levels(_store(db_url), load_catalog_for(ctx), cluster=cluster, accel=accel)
+    data = result.to_json()
+    if as_json:
+        emit_json(data)
+        return
+    click.echo(f"cluster level ({accel}): {data['cluster_level']} (limited by {', '.join(result.limiting)})")
+    for host in result.hosts:
+        more = f"; for v{host.level + 1} it lacks {', '.join(host.next_missing)}" if host.next_missing else ""
+        click.echo(f"  {host.host}: {host.name}{more}")
+    for placement in result.guest_os:
+        click.echo(f"{placement.os.name} (needs x86-64-v{placement.os.level}): "
+                   f"{len(placement.hosts)} of {len(result.hosts)} hosts"
+                   + (f"; not on {', '.join(h for h, _ in placement.refused)}" if placement.refused else ""))
+
+
+def _host_inputs(files: tuple[str, ...]) -> list[tuple[str, bytes, str | None]]:
+    return [(path, _read(path, "a guestcpu capture (JSON) or virsh domcapabilities (XML)"), None) for path in files]
+
+
+@fleet_cmd.command("what-if")
+@click.option("--add", "add_files", multiple=True, metavar="FILE", help="A host to add (capture or domcapabilities).")
+@click.option("--remove", "remove_hosts", multiple=True, metavar="HOST", help="A host to retire.")
+@click.option("--upgrade", "upgrades", multiple=True, metavar="HOST=FILE", help="A host's state after an upgrade.")
+@cluster_option
+@accel_choice
+@db_option
+@json_option
+@click.pass_context
+def what_if_cmd(ctx: click.Context, add_files: tuple[str, ...], remove_hosts: tuple[str, ...],
+                upgrades: tuple[str, ...], cluster: str | None, accel: str, db_url: str | None,
+                as_json: bool) -> None:
+    """How the cluster baseline changes, and which guests get stranded, if hosts are added, retired or upgraded.
+
+    Nothing is stored.
+    """
+    from guestcpu.fleet import api
+
+    if not (add_files or remove_hosts or upgrades):
+        raise InputError("say what changes: --add FILE, --remove HOST or --upgrade HOST=FILE")
+    upgrade_inputs = []
+    for item in upgrades:
+        host, sep, path = item.partition("=")
+        if not sep or not host or not path:
+            raise InputError(f"--upgrade {item!r}: expected HOST=FILE")
+        upgrade_inputs.append((path, _read(path, "a guestcpu capture (JSON) or virsh domcapabilities (XML)"), host))
+    result = api.what_if(_store(db_url), load_catalog_for(ctx), add=_host_inputs(add_files), remove=remove_hosts,
+                         upgrade=upgrade_inputs, cluster=cluster, accel=accel)
+    data = result.to_json()
+    if as_json:
+        emit_json(data)
+        return
+    change = data["baseline"]
+    if change:
+        verb = "changes" if change["model_changed"] else "stays"
+        click.echo(f"baseline {verb}: {change['model_before']} -> {change['model_after']}")
+        if change["features_gained"]:
+            click.echo(f"  gains: {', '.join(change['features_gained'])}")
+        if change["features_lost"]:
+            click.echo(f"  loses: {', '.join(change['features_lost'])}")
+    elif result.after is not None:
+        click.echo(f"baseline: {result.after.model}")
+    if result.after_error:
+        click.echo(f"baseline after: none ({result.after_error})")
+    stranded = [g for g in result.guests if g.lost_last_destination or g.cannot_start_where_it_runs]
+    click.echo(f"guests stranded: {len(stranded)} of {len(result.guests)}")
+    for guest in stranded:
+        click.echo(f"  {guest.pin} (on {guest.runs_on or '?'}): {'; '.join(guest.reasons)}")
+
+
+@fleet_cmd.command("freeze")
+@click.argument("cluster")
+@accel_choice
+@click.option("--machine", metavar="TYPE", help="The machine type of the cluster CPU (default: newest q35 all have).")
+@db_option
+@json_option
+@click.pass_context
+def freeze_cmd(ctx: click.Context, cluster: str, accel: str, machine: str | None, db_url: str | None,
+               as_json: bool) -> None:
+    """Fix CLUSTER's CPU (its baseline, as a pin); later 'fleet add' refuses hosts that cannot give it."""
+    from guestcpu.fleet import api
+
+    result = api.freeze(_store(db_url), load_catalog_for(ctx), cluster, accel=accel, machine=machine)
+    if as_json:
+        emit_json(result.to_json())
+        return
+    abi = result.pin.abi
+    click.echo(f"cluster {cluster} frozen to {abi.model} on {abi.machine} ({accel}), {result.pin.fingerprint}")
+    click.echo(f"  {abi.vendor} family {abi.family} model {abi.model_number}, {len(abi.required)} features required")

@@ -13,18 +13,22 @@ from dataclasses import dataclass
 from typing import Any
 
 from guestcpu.catalog.catalog import Catalog
+from guestcpu.errors import InputError
 from guestcpu.fleet.baseline import FleetBaseline, fleet_baseline
 from guestcpu.fleet.inputs import record_from_bytes
 from guestcpu.fleet.inventory import AddResult, Inventory
+from guestcpu.fleet.levels import FleetLevels, fleet_levels
 from guestcpu.fleet.placement import Placement
 from guestcpu.fleet.placement import where as where_pins
 from guestcpu.fleet.store import Store, StoreError, open_store
 from guestcpu.fleet.view import FleetView, PinView
+from guestcpu.fleet.whatif import WhatIf
+from guestcpu.fleet.whatif import what_if as whatif_answer
 from guestcpu.lifecycle.pin import Pin, pin_from_document
 
 __all__ = [
-    "AddReport", "HostHistory", "HostList", "Store", "StoreError", "add_hosts", "add_pin", "baseline", "history",
-    "hosts", "load_view", "open_store", "where",
+    "AddReport", "Frozen", "HostHistory", "HostList", "Store", "StoreError", "add_hosts", "add_pin", "baseline",
+    "freeze", "history", "hosts", "levels", "load_view", "open_store", "what_if", "where",
 ]
 
 #: one input: (where it came from, its bytes, the host name to use or None for the file's own)
@@ -167,3 +171,80 @@ def hosts(store: Store, *, cluster: str | None = None) -> HostList:
     clusters: dict[str, str | None] = {h.cluster: None for h in view.hosts}
     clusters.update({c: p for c, p in view.frozen.items() if cluster in (None, c)})
     return HostList(tuple(h.to_json() for h in view.hosts), clusters)
+
+
+def levels(store: Store, catalog: Catalog, *, cluster: str | None = None, accel: str = "kvm") -> FleetLevels:
+    return fleet_levels(load_view(store, with_pins=False), catalog, accel=accel, cluster=cluster)
+
+
+def what_if(
+    store: Store, catalog: Catalog, *, add: Sequence[HostInput] = (), remove: Sequence[str] = (),
+    upgrade: Sequence[HostInput] = (), cluster: str | None = None, accel: str = "kvm",
+) -> WhatIf:
+    """The fleet with hosts added, retired or upgraded, on paper: nothing is stored.
+
+    ``upgrade`` inputs name the host they replace as their third element.
+    """
+    view = load_view(store)
+    known = dict(view.profiles)
+    added = [record_from_bytes(data, source, catalog, name=name, known_digests=known) for source, data, name in add]
+    upgraded = []
+    for source, data, name in upgrade:
+        if not name:
+            raise InputError(f"--upgrade {source}: say which host it upgrades (HOST=FILE)")
+        view.host(name)
+        upgraded.append(record_from_bytes(data, source, catalog, name=name, known_digests=known))
+    return whatif_answer(view, catalog, add=added, remove=remove, upgrade=upgraded, cluster=cluster, accel=accel)
+
+
+@dataclass(frozen=True)
+class Frozen:
+    cluster: str
+    pin_name: str
+    pin: Pin
+    baseline: FleetBaseline
+    #: hosts of the cluster that cannot give it now (with why), marked non-operational
+    refused: tuple[tuple[str, str], ...]
+
+    def to_json(self) -> dict[str, Any]:
+        from guestcpu.lifecycle.pin import pin_to_document
+
+        return {"cluster": self.cluster, "pin_name": self.pin_name, "fingerprint": self.pin.fingerprint,
+                "model": self.pin.abi.model, "machine": self.pin.abi.machine,
+                "required": self.pin.abi.required, "pin": pin_to_document(self.pin),
+                "baseline": self.baseline.to_json(),
+                "refused": [{"host": h, "reason": r} for h, r in self.refused]}
+
+
+def freeze(
+    store: Store, catalog: Catalog, cluster: str, *, accel: str = "kvm", machine: str | None = None,
+) -> Frozen:
+    """Fix the cluster's CPU (its baseline, as a pin); from then on ``add_hosts`` admits only hosts that give it."""
+    from guestcpu.fleet.cpu_pin import newest_common_machine, overrides_of, pin_from_caps
+    from guestcpu.lifecycle.compat import check_destination
+
+    with store.transaction() as session:
+        inventory = Inventory(session)
+        inventory.cluster(cluster)  # unknown cluster: one clear error
+        view = inventory.load_view(with_pins=False).in_cluster(cluster)
+        result = fleet_baseline(view, catalog, accel=accel, cluster=cluster, machine=machine)
+        # QEMU's own expansion (a capture) over libvirt's cpu_map view (domcapabilities) for the pinned model
+        ordered = sorted((h for h in view.hosts if accel in h.profiles),
+                         key=lambda h: not view.profiles[h.profiles[accel]].verified)
+        caps_list = [view.profiles[h.profiles[accel]].caps for h in ordered]
+        chosen = machine or newest_common_machine(caps_list)
+        pin = pin_from_caps(caps_list[0], result.model, overrides_of(result.cpu, catalog), chosen, catalog,
+                            note=f"the frozen CPU of cluster {cluster}: its baseline over {len(caps_list)} hosts")
+        refused = []
+        for host in view.hosts:
+            verdict = check_destination(pin, view.caps(host, accel), purpose="migrate", destination=host.name,
+                                        unavailable=host.unavailable.get(accel))
+            if not verdict.ok:
+                refused.append((host.name, "; ".join(verdict.reasons)))
+        if refused:
+            raise InputError(
+                f"cluster {cluster}: its baseline cannot be pinned for every host ("
+                + "; ".join(f"{h}: {r}" for h, r in refused) + "); nothing was frozen")
+        name = f"cluster:{cluster}"
+        inventory.freeze(cluster, name, pin)
+    return Frozen(cluster, name, pin, result, tuple(refused))

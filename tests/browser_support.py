@@ -77,3 +77,53 @@ class Chromium:
         if not out.exists():
             raise RuntimeError(f"chromium wrote no screenshot to {out}")
         return out.read_bytes()
+
+
+def png_pixels(data: bytes) -> tuple[int, int, list[bytes]]:
+    """Decode an 8-bit RGB or RGBA, non-interlaced PNG (what Chromium writes): width, height, rows of RGB(A)."""
+    import zlib
+
+    width, height = png_size(data)
+    depth, color, interlace = data[24], data[25], data[28]
+    if depth != 8 or color not in (2, 6) or interlace != 0:
+        raise ValueError(f"unsupported PNG: depth {depth}, colour type {color}, interlace {interlace}")
+    channels = 3 if color == 2 else 4
+    pos, idat = 8, b""
+    while pos < len(data):
+        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        if kind == b"IDAT":
+            idat += data[pos + 8:pos + 8 + length]
+        pos += 12 + length
+    raw = zlib.decompress(idat)
+    stride = width * channels
+    rows: list[bytes] = []
+    prev = bytearray(stride)
+    for y in range(height):
+        start = y * (stride + 1)
+        kind, line = raw[start], bytearray(raw[start + 1:start + 1 + stride])
+        for i in range(stride):
+            left = line[i - channels] if i >= channels else 0
+            up = prev[i]
+            upleft = prev[i - channels] if i >= channels else 0
+            if kind == 1:
+                line[i] = (line[i] + left) & 0xFF
+            elif kind == 2:
+                line[i] = (line[i] + up) & 0xFF
+            elif kind == 3:
+                line[i] = (line[i] + (left + up) // 2) & 0xFF
+            elif kind == 4:
+                p = left + up - upleft
+                pa, pb, pc = abs(p - left), abs(p - up), abs(p - upleft)
+                pred = left if pa <= pb and pa <= pc else up if pb <= pc else upleft
+                line[i] = (line[i] + pred) & 0xFF
+        rows.append(bytes(line))
+        prev = line
+    return width, height, rows
+
+
+def colour_count(data: bytes, rgb: tuple[int, int, int]) -> int:
+    """How many pixels of a PNG have exactly this colour."""
+    width, _height, rows = png_pixels(data)
+    channels = len(rows[0]) // width if rows else 3
+    target = bytes(rgb)
+    return sum(1 for row in rows for x in range(0, len(row), channels) if row[x:x + 3] == target)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import lxml.html
 import pytest
-from browser_support import Chromium, colour_count, png_size
 
+from browser_support import Chromium, colour_count, png_size
 from guestcpu.cli.report_html import (
     ABSENT,
     BLOCKED,

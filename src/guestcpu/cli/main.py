@@ -35,6 +35,7 @@ COMMANDS: dict[str, str] = {
     "migrate-check": "guestcpu.cli.lifecycle_commands:migrate_check_cmd",
     "restore-check": "guestcpu.cli.lifecycle_commands:restore_check_cmd",
     "diff": "guestcpu.cli.lifecycle_commands:diff_cmd",
+    "fleet": "guestcpu.cli.fleet_commands:fleet_cmd",
 }
 
 HELP = {
@@ -55,6 +56,7 @@ HELP = {
     "migrate-check": "Can a destination give exactly this guest's pinned CPU?",
     "restore-check": "Can a saved guest be restored there with exactly its pinned CPU?",
     "diff": "What changed between two pins, or two captures of a host.",
+    "fleet": "Many hosts: inventory, baseline, where guests can go, what-if, x86-64 levels, freeze.",
 }
 
 
@@ -100,9 +102,18 @@ def cli(ctx: click.Context, catalog_libvirt: str | None, models_dirs: tuple[str,
     ctx.obj = {"catalog_libvirt": catalog_libvirt, "models_dirs": models_dirs or None}
 
 
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: Any = None, line: str | None = None) -> None:
+    # One line, like the errors: no file name, line number or source line.
+    click.echo(f"guestcpu: warning: {message}", err=True)
+
+
 def main(argv: list[str] | None = None) -> None:
+    import warnings
+
     from guestcpu.errors import GuestCpuError
 
+    warnings.showwarning = _show_warning
     try:
         cli.main(args=argv, prog_name="guestcpu", standalone_mode=False)
     except GuestCpuError as exc:

@@ -25,8 +25,8 @@ GOLD_LACKS = {"pku": False, "spec-ctrl": False}
 
 
 @pytest.fixture
-def store(tmp_path: Path, catalog: Catalog) -> Store:
-    store = open_store(f"sqlite:///{tmp_path / 'fleet.db'}")
+def store(fleet_db_url: str, tmp_path: Path, catalog: Catalog) -> Store:
+    store = open_store(fleet_db_url)
     paths = write_captures(catalog, tmp_path)
     api.add_hosts(store, [(str(p), p.read_bytes(), None) for p in paths], catalog, cluster="rack1")
     return store

@@ -15,7 +15,7 @@ from typing import Any
 from guestcpu.catalog.catalog import Catalog
 from guestcpu.errors import InputError
 from guestcpu.fleet.baseline import FleetBaseline, fleet_baseline
-from guestcpu.fleet.inputs import record_from_bytes
+from guestcpu.fleet.inputs import HostRecord, record_from_bytes
 from guestcpu.fleet.inventory import AddResult, Inventory
 from guestcpu.fleet.levels import FleetLevels, fleet_levels
 from guestcpu.fleet.placement import Placement
@@ -31,6 +31,8 @@ __all__ = [
     "freeze", "history", "hosts", "levels", "load_view", "open_store", "what_if", "where",
 ]
 
+#: hosts per multi-row insert of a bulk load
+BULK_ROWS = 500
 #: one input: (where it came from, its bytes, the host name to use or None for the file's own)
 HostInput = tuple[str, bytes, str | None]
 
@@ -58,6 +60,7 @@ def add_hosts(
     """
     results: list[AddResult] = []
     seen: set[str] = set()
+    batch: list[HostRecord] = []
     with store.transaction() as session:
         inventory = Inventory(session)
         known = inventory.known_digests()
@@ -66,9 +69,17 @@ def add_hosts(
             if record.name in seen:
                 raise StoreError(f"host {record.name} is given twice ({source}); nothing was added")
             seen.add(record.name)
-            results.append(inventory.add_host(record, cluster=cluster, tags=tags, force=force, new=new_hosts))
+            if new_hosts:
+                batch.append(record)
+                if len(batch) >= BULK_ROWS:
+                    results += inventory.add_new_hosts(batch, cluster=cluster, tags=tags, force=force)
+                    batch = []
+            else:
+                results.append(inventory.add_host(record, cluster=cluster, tags=tags, force=force))
             if progress is not None:
                 progress()
+        if batch:
+            results += inventory.add_new_hosts(batch, cluster=cluster, tags=tags, force=force)
     return AddReport(tuple(results))
 
 

@@ -142,10 +142,17 @@ def verdict_for(view: FleetView, host: HostView, pin: Pin, purpose: str) -> tupl
     return verdict, tuple(reasons)
 
 
-def pin_key(pin: Pin) -> tuple[object, ...]:
-    """What a verdict depends on: the ABI (its fingerprint) and the policy bits the rules read."""
+def pin_key(pin: Pin, fingerprints: dict[int, str] | None = None) -> tuple[object, ...]:
+    """What a verdict depends on: the ABI (its fingerprint) and the policy bits the rules read.
+
+    ``fingerprints`` remembers the hash per ABI object: guests sharing one pin hash it once.
+    """
+    if fingerprints is None:
+        fingerprint = pin.fingerprint
+    else:
+        fingerprint = fingerprints.get(id(pin.abi)) or fingerprints.setdefault(id(pin.abi), pin.fingerprint)
     host = tuple(sorted((pin.host or {}).get("props", {}).items())) if pin.passthrough else ()
-    return (pin.fingerprint, pin.policy.match, pin.policy.recompute, pin.policy.mode, host)
+    return (fingerprint, pin.policy.match, pin.policy.recompute, pin.policy.mode, host)
 
 
 @dataclass
@@ -174,8 +181,9 @@ def placement_table(view: FleetView, pins: Sequence[PinView], purpose: str) -> P
     keys: dict[tuple[object, ...], int] = {}
     unique: list[Pin] = []
     rows = np.empty(len(pins), dtype=np.intp)
+    fingerprints: dict[int, str] = {}
     for i, item in enumerate(pins):
-        key = pin_key(item.pin)
+        key = pin_key(item.pin, fingerprints)
         found = keys.get(key)
         if found is None:
             found = keys[key] = len(unique)

@@ -41,7 +41,7 @@ sys.path.insert(0, str(HERE))
 from guestcpu.catalog.catalog import Catalog  # noqa: E402
 from guestcpu.catalog.loader import load_catalog  # noqa: E402
 from guestcpu.fleet import api  # noqa: E402
-from guestcpu.fleet.baseline import fleet_baseline  # noqa: E402
+from guestcpu.fleet.baseline import fleet_baseline, prepare  # noqa: E402
 from guestcpu.fleet.corpus import corpus_cpus  # noqa: E402
 from guestcpu.fleet.cpu_pin import pin_from_caps  # noqa: E402
 from guestcpu.fleet.placement import placement_table  # noqa: E402
@@ -52,7 +52,7 @@ from guestcpu.lifecycle.compat import check_destination  # noqa: E402
 from guestcpu.lifecycle.pin import Pin  # noqa: E402
 from guestcpu.qemu.cache import read_caps_file  # noqa: E402
 from guestcpu.qemu.caps import caps_from_document  # noqa: E402
-from guestcpu.qemu.hypervisor import baseline_everywhere, host_model, known_bits, offered_bits  # noqa: E402
+from guestcpu.qemu.hypervisor import baseline_everywhere, host_model  # noqa: E402
 
 DATA = ROOT / "tests" / "data"
 PIN_MODELS = ("Westmere-v2", "SandyBridge-v2", "IvyBridge-v2", "Haswell-v4", "Broadwell-v4", "Skylake-Client-v4",
@@ -150,9 +150,7 @@ def load(url: str, catalog: Catalog) -> tuple[float, FleetView]:
         store = api.open_store(url)
         view = api.load_view(store)
         store.close()
-        for profile in view.profiles.values():  # each profile's offer derived once, as a service keeps it
-            offered_bits(profile.caps, catalog, migratable=True)
-            known_bits(profile.caps, catalog)
+        prepare(view, catalog)  # each profile's facts derived once, as a service keeps them
         return view
 
     return timed(run)  # type: ignore[no-any-return]
@@ -259,8 +257,25 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--hosts", type=int, default=10_000)
     parser.add_argument("--pins", type=int, default=100_000)
-    parser.add_argument("--postgresql", metavar="URL", help="Also run add/baseline/where against this PostgreSQL.")
+    parser.add_argument("--postgresql", metavar="URL",
+                        help="Also run against this PostgreSQL ('auto': a private server, as the tests start one).")
     args = parser.parse_args()
+    if args.postgresql == "auto":
+        sys.path.insert(0, str(ROOT / "tests"))
+        import pg_support
+
+        if pg_support.postgres_bindir() is None:
+            print("PostgreSQL is not installed (Debian postgresql); SQLite only")
+            args.postgresql = None
+        else:
+            with pg_support.running_postgres() as server:
+                args.postgresql = server.new_database()
+                run(args)
+            return
+    run(args)
+
+
+def run(args: argparse.Namespace) -> None:
     catalog = load_catalog(dropin_dirs=[])
     kinds = fleet_kinds(catalog)
     print(f"synthetic fleet: {args.hosts} hosts over {len(kinds)} kinds of real CPUs; {args.pins} pins")

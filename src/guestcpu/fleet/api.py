@@ -63,9 +63,11 @@ def add_hosts(
     batch: list[HostRecord] = []
     with store.transaction() as session:
         inventory = Inventory(session)
-        known = inventory.known_digests()
+        # digests already checked: stored ones and those of this batch (each profile is parsed once)
+        known: dict[str, object] = dict(inventory.known_digests())
         for source, data, name in inputs:
             record = record_from_bytes(data, source, catalog, name=name, known_digests=known)
+            known.update((p.digest, None) for p in record.profiles.values())
             if record.name in seen:
                 raise StoreError(f"host {record.name} is given twice ({source}); nothing was added")
             seen.add(record.name)

@@ -1,4 +1,9 @@
-"""The fleet report: one self-contained HTML page (pure: report data in, a string out).
+"""The fleet report: one self-contained HTML page of a cluster (hosts x models, its CPU, stranded guests).
+
+``report_data`` turns the fleet API's results (the view, the baseline, the placement
+of every stored guest) into ``ReportData`` (pure); ``render_report`` turns that into
+the page (pure: data in, a string out); ``fleet_report`` fetches the results from a
+store, for ``guestcpu fleet report`` and the service's ``/v1/report`` alike.
 
 The page has no external resource at all (inline CSS, no script, no font or image
 fetched), so it can be mailed, archived or opened offline. Every text that comes
@@ -8,9 +13,20 @@ names are chosen by whoever fills the inventory, and the page must not run them.
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from html import escape
+from typing import TYPE_CHECKING, Any
+
+from guestcpu.errors import GuestCpuError
+
+if TYPE_CHECKING:
+    from guestcpu.catalog.catalog import Catalog
+    from guestcpu.fleet.baseline import FleetBaseline
+    from guestcpu.fleet.placement import PinPlacement, Placement
+    from guestcpu.fleet.store import Store
+    from guestcpu.fleet.view import FleetView
 
 #: a heatmap cell: the model is usable, blocked by some features, or not offered by that host's QEMU
 USABLE, BLOCKED, ABSENT = "usable", "blocked", "absent"
@@ -20,6 +36,7 @@ USABLE, BLOCKED, ABSENT = "usable", "blocked", "absent"
 class ReportHost:
     name: str
     cluster: str
+    #: the accelerator of the report, or "" when the host has no capabilities under it
     accel: str
     qemu_version: str = ""
     #: "" when operational, else why not (e.g. it cannot give the frozen cluster CPU)
@@ -39,19 +56,12 @@ class ReportBaseline:
     model: str
     features: tuple[str, ...] = ()
     left_out: tuple[LeftOut, ...] = ()
+    #: the hosts that keep some feature out of the cluster CPU
+    limiting_hosts: tuple[str, ...] = ()
     unused_shared: tuple[str, ...] = ()
-    #: host -> "verified" / "not verified (...)" / the reason it cannot start
+    #: host -> "verified startable" or why not
     startable: Mapping[str, str] = field(default_factory=dict)
-    frozen: bool = False
-
-    @property
-    def limiting_hosts(self) -> tuple[str, ...]:
-        """The hosts that keep a feature out of the cluster CPU, most limiting first."""
-        counts: dict[str, int] = {}
-        for item in self.left_out:
-            for host in item.hosts:
-                counts[host] = counts.get(host, 0) + 1
-        return tuple(sorted(counts, key=lambda h: (-counts[h], h)))
+    frozen: str = ""
 
 
 @dataclass(frozen=True)
@@ -65,6 +75,7 @@ class StrandedGuest:
 class ReportData:
     title: str
     generated_at: str
+    accel: str
     hosts: tuple[ReportHost, ...]
     models: tuple[str, ...]
     #: (host, model) -> the features that block it; a missing key means the host's QEMU lacks the model
@@ -73,6 +84,16 @@ class ReportData:
     baseline_error: str = ""
     stranded: tuple[StrandedGuest, ...] = ()
     guests: int = 0
+
+    def summary(self) -> dict[str, Any]:
+        """The page in numbers (what ``fleet report --json`` prints beside the file's name)."""
+        return {
+            "hosts": len(self.hosts), "models": len(self.models), "cells": len(self.hosts) * len(self.models),
+            "usable": sum(1 for found in self.blockers.values() if not found),
+            "blocked": sum(1 for found in self.blockers.values() if found),
+            "baseline": self.baseline.model if self.baseline else None, "baseline_error": self.baseline_error,
+            "guests": self.guests, "stranded": len(self.stranded),
+        }
 
     def cell(self, host: str, model: str) -> tuple[str, tuple[str, ...]]:
         if (host, model) not in self.blockers:
@@ -98,6 +119,7 @@ th, td { border: 1px solid #ddd; padding: 3px 8px; text-align: left; vertical-al
 th { background: #f0f0f0; }
 .error { color: var(--b3); font-weight: 600; }
 .ok { color: var(--ok); }
+#stranded td:nth-child(-n+2) { white-space: nowrap; }
 .heat-wrap { overflow: auto; max-height: 80vh; border: 1px solid #ddd; }
 #heatmap th, #heatmap td { padding: 0; text-align: center; }
 #heatmap thead th { position: sticky; top: 0; z-index: 2; padding: 4px 6px; max-width: 12em;
@@ -145,18 +167,23 @@ def _baseline(data: ReportData) -> str:
     if base is None:
         out.append(f'<p class="error">No CPU every host can give: {_e(data.baseline_error or "no hosts")}</p>')
         return "".join(out) + "</section>"
-    frozen = " (frozen)" if base.frozen else ""
-    out.append(f'<p>The best CPU every host can give{_e(frozen)}: <span class="cpu" id="baseline-model">'
+    out.append(f'<p>The best CPU every host can give under {_e(data.accel)}: <span class="cpu" id="baseline-model">'
                f"{_e(base.model)}</span></p>")
-    out.append(f'<p>Explicit features: <span id="baseline-features">{_list(base.features)}</span></p>')
+    if base.frozen:
+        out.append(f'<p id="frozen">The cluster CPU is frozen as pin <code>{_e(base.frozen)}</code>.</p>')
+    out.append(f'<p>Its features (all explicit): <span id="baseline-features">{_list(base.features)}</span></p>')
     limiting = base.limiting_hosts
     out.append(f'<p>Limiting hosts: <span id="limiting-hosts">{_list(limiting, "none: nothing is left out")}'
                "</span></p>")
     if base.left_out:
-        out.append('<table id="left-out"><thead><tr><th>feature left out</th><th>hosts that lack it</th></tr>'
+        # One row per set of lacking hosts: "these hosts keep these features out".
+        groups: dict[tuple[str, ...], list[str]] = {}
+        for item in base.left_out:
+            groups.setdefault(item.hosts, []).append(item.feature)
+        out.append('<table id="left-out"><thead><tr><th>hosts that lack them</th><th>features left out</th></tr>'
                    "</thead><tbody>")
-        out.extend(f"<tr><td><code>{_e(item.feature)}</code></td><td>{_list(item.hosts)}</td></tr>"
-                   for item in base.left_out)
+        out.extend(f'<tr><td>{_list(hosts)}</td><td data-features="{len(features)}">{_list(features)}</td></tr>'
+                   for hosts, features in sorted(groups.items(), key=lambda g: (len(g[0]), g[0])))
         out.append("</tbody></table>")
     out.append(f"<p>Shared by every host but left unused: {_list(base.unused_shared)}</p>")
     if base.startable:
@@ -186,7 +213,8 @@ def _heatmap(data: ReportData) -> str:
            '<div class="heat-wrap"><table id="heatmap"><thead><tr><th>model</th>']
     for host in data.hosts:
         note = f" — non-operational: {host.non_operational}" if host.non_operational else ""
-        tip = f"{host.name} (cluster {host.cluster}, {host.accel}, QEMU {host.qemu_version or '?'}){note}"
+        accel = host.accel or f"no {data.accel} capabilities"
+        tip = f"{host.name} (cluster {host.cluster}, {accel}, QEMU {host.qemu_version or '?'}){note}"
         out.append(f'<th class="host" title="{_e(tip)}">{_e(host.name)}</th>')
     out.append("</tr></thead><tbody>")
     for model in data.models:
@@ -200,8 +228,8 @@ def _heatmap(data: ReportData) -> str:
                 out.append(f'<td class="cell blocked {_severity(len(found))}" data-blockers="{len(found)}" '
                            f'title="{_e(tip)}">{len(found)}</td>')
             else:
-                out.append(f'<td class="cell absent" title="{_e(f"{model}: not offered by the QEMU of {host.name}")}">'
-                           "&ndash;</td>")
+                why = f"not offered by the QEMU of {host.name}" if host.accel else f"{host.name} has no {data.accel}"
+                out.append(f'<td class="cell absent" title="{_e(f"{model}: {why}")}">&ndash;</td>')
         out.append("</tr>")
     return "".join(out) + "</tbody></table></div></section>"
 
@@ -221,3 +249,107 @@ def render_report(data: ReportData) -> str:
         _summary(data), _baseline(data), _stranded(data), _heatmap(data),
         "</body></html>\n",
     ])
+
+
+# -- from the fleet API's results ---------------------------------------------------------------
+def _version_key(name: str) -> tuple[str, int, str]:
+    """Skylake-Client-v10 after -v9: the version compared as a number."""
+    base, _, version = name.rpartition("-v")
+    return (base, int(version), "") if base and version.isdigit() else (name, 0, name)
+
+
+def _heatmap_cells(view: FleetView, accel: str) -> tuple[tuple[str, ...], dict[tuple[str, str], tuple[str, ...]]]:
+    models: set[str] = set()
+    blockers: dict[tuple[str, str], tuple[str, ...]] = {}
+    for host in view.hosts:
+        caps = view.caps(host, accel)
+        if caps is None:
+            continue
+        for model in caps.models:
+            if model.alias_of is not None:
+                continue  # the versioned name it stands for has the row
+            models.add(model.name)
+            found = model.blockers if not model.usable else ()
+            blockers[host.name, model.name] = found or (("(QEMU names no feature)",) if not model.usable else ())
+    return tuple(sorted(models, key=_version_key)), blockers
+
+
+def _report_baseline(result: FleetBaseline, frozen: str) -> ReportBaseline:
+    startable = {
+        verdict.host: "verified startable" if verdict.verified
+        else f"{verdict.result}, not verified" + (f" ({verdict.note})" if verdict.note else "")
+        for verdict in result.hosts
+    }
+    startable.update({host: f"left out: {reason}" for host, reason in result.skipped})
+    return ReportBaseline(
+        model=result.model, features=result.features,
+        left_out=tuple(LeftOut(item.feature, item.lacking) for item in result.left_out),
+        limiting_hosts=tuple(result.limiting_hosts), unused_shared=result.not_enabled_common,
+        startable=startable, frozen=frozen,
+    )
+
+
+def _short(reasons: Sequence[str], limit: int = 3) -> str:
+    shown = "; ".join(reasons[:limit])
+    return shown + (f"; and {len(reasons) - limit} more" if len(reasons) > limit else "")
+
+
+def stranded_guests(pins: Sequence[PinPlacement]) -> tuple[StrandedGuest, ...]:
+    """Guests that cannot run where they run, or that no other host can take."""
+    found = []
+    for pin in pins:
+        refused = {r.host: r.reasons for r in pin.refused}
+        if pin.runs_on is not None and pin.runs_on in refused:
+            found.append(StrandedGuest(pin.name, pin.runs_on,
+                                       f"cannot run where it runs: {_short(refused[pin.runs_on])}"))
+        elif not [h for h in pin.hosts if h != pin.runs_on]:
+            why = "; ".join(f"{host}: {_short(reasons, 2)}" for host, reasons in list(refused.items())[:3])
+            more = f" (and {len(refused) - 3} more hosts)" if len(refused) > 3 else ""
+            where = "no other host can take it" if pin.runs_on else "no host can take it"
+            found.append(StrandedGuest(pin.name, pin.runs_on or "", f"{where}: {why}{more}" if why else where))
+    return tuple(found)
+
+
+def report_data(
+    view: FleetView, baseline: FleetBaseline | None, placement: Placement | None, *, accel: str,
+    cluster: str | None = None, baseline_error: str = "", generated_at: str = "",
+) -> ReportData:
+    """The page's content from the fleet API's results (pure)."""
+    view = view.in_cluster(cluster)
+    models, blockers = _heatmap_cells(view, accel)
+    hosts = tuple(
+        ReportHost(h.name, h.cluster, accel if accel in h.profiles else "", h.qemu_version,
+                   "" if h.operational else (h.status_note or "non-operational"))
+        for h in view.hosts
+    )
+    frozen = view.frozen.get(cluster, "") if cluster else ""
+    names = {h.name for h in view.hosts}
+    pins = [p for p in placement.pins if p.runs_on is None or p.runs_on in names] if placement else []
+    title = f"guestcpu fleet report: {f'cluster {cluster}' if cluster else 'all hosts'}"
+    return ReportData(
+        title=title, generated_at=generated_at, accel=accel, hosts=hosts, models=models, blockers=blockers,
+        baseline=_report_baseline(baseline, frozen) if baseline is not None else None,
+        baseline_error=baseline_error,
+        stranded=stranded_guests(pins),
+        guests=len(pins),
+    )
+
+
+def fleet_report(store: Store, catalog: Catalog, *, cluster: str | None = None, accel: str = "kvm") -> ReportData:
+    """Everything the page shows, from the store (one read of the inventory)."""
+    from guestcpu.fleet.api import load_view
+    from guestcpu.fleet.baseline import fleet_baseline
+    from guestcpu.fleet.placement import where
+
+    view = load_view(store)
+    hosts = view.in_cluster(cluster)  # an unknown cluster is refused here
+    baseline, error = None, ""
+    try:
+        baseline = fleet_baseline(view, catalog, accel=accel, cluster=cluster)
+    except GuestCpuError as exc:
+        error = str(exc)  # the page still shows the hosts, and why there is no cluster CPU
+    placement = where(hosts, list(view.pins), purpose="migrate")
+    now = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    return report_data(view, baseline, placement, accel=accel, cluster=cluster, baseline_error=error,
+                       generated_at=now)
+

@@ -70,3 +70,12 @@ def chromium() -> Chromium:
     binary = browser_support.chromium_binary()
     assert binary is not None
     return Chromium(binary)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def fleet_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Every fleet store test runs against SQLite (a file) and PostgreSQL (the private server) both."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'fleet.db'}"
+    url: str = request.getfixturevalue("pg_url")
+    return url

@@ -25,8 +25,8 @@ GOLD_LACKS = {"pku": False, "spec-ctrl": False}
 
 
 @pytest.fixture
-def store(tmp_path: Path, catalog: Catalog) -> Store:
-    store = open_store(f"sqlite:///{tmp_path / 'fleet.db'}")
+def store(fleet_db_url: str, tmp_path: Path, catalog: Catalog) -> Store:
+    store = open_store(fleet_db_url)
     paths = write_captures(catalog, tmp_path)
     api.add_hosts(store, [(str(p), p.read_bytes(), None) for p in paths], catalog, cluster="rack1")
     return store
@@ -174,3 +174,34 @@ def test_cli_bad_input_is_one_line_and_exit_1(tmp_path: Path) -> None:
                          capture_output=True, text=True, check=False)
     assert run.returncode == 1 and run.stderr.strip() == "guestcpu: error: unknown host 'nohost'; the inventory " \
                                                           "has no hosts yet"
+
+
+@pytest.mark.parametrize("vendor", ["GenuineIntel", "AuthenticAMD", None])
+def test_baseline_over_minimal_profiles_is_the_baseline_over_all(catalog: Catalog, vendor: str | None) -> None:
+    """The corpus' real CPUs with TSX/PKU variations: only the minimal profiles are judged in full by QEMU's rules;
+    the answer, and every profile's verdict, equal the full judgement over every profile."""
+    from guestcpu.fleet.baseline import fleet_baseline
+
+    all_kinds = kinds(catalog, None, ("", "tsx-off", "pku-off"))
+    caps = {k.label: caps_from_document(dict(k.accels["kvm"])) for k in all_kinds}
+    def vendor_of(label: str) -> object:
+        expansion = caps[label].host_static
+        return expansion.get("vendor") if expansion else None
+
+    chosen = [k for k in all_kinds if vendor is None or vendor_of(k.label) == vendor]
+    profiles = {k.label: ProfileView(k.label, caps[k.label], True) for k in chosen}
+    view = FleetView(tuple(HostView(k.label, "c", profiles={"kvm": k.label}) for k in chosen), profiles)
+    result = fleet_baseline(view, catalog)
+    assert result.judged_profiles < result.profiles == len(chosen)
+    if vendor is not None:
+        reps = [(k.label, caps[k.label]) for k in chosen]
+        full = baseline_everywhere([host_model(c, catalog).cpu for _, c in reps], reps, catalog)
+        assert result.model == full.result.qemu_model and result.level is None
+        assert set(result.features) == set(catalog.names(full.result.features))
+    else:
+        assert result.level is not None and result.level.startswith("x86-64-v")
+    for verdict in result.hosts:
+        judged = hypervisor_compare(result.cpu, caps[verdict.host], catalog)
+        assert verdict.result == judged.result.value, verdict.host
+        assert verdict.verified == (judged.comparison.missing_bits == 0)
+    assert all(v.verified for v in result.hosts)

@@ -27,8 +27,8 @@ def add(store: Store, catalog: Catalog, paths: list[Path], **options: object) ->
 
 
 @pytest.fixture
-def store(tmp_path: Path, catalog: Catalog) -> Store:
-    store = open_store(f"sqlite:///{tmp_path / 'fleet.db'}")
+def store(fleet_db_url: str, tmp_path: Path, catalog: Catalog) -> Store:
+    store = open_store(fleet_db_url)
     add(store, catalog, write_captures(catalog, tmp_path, THREE[:2]), cluster="rack1")
     return store
 

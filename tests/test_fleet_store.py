@@ -18,8 +18,8 @@ from guestcpu.fleet.view import unknown
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Store:
-    return open_store(f"sqlite:///{tmp_path / 'fleet.db'}")
+def store(fleet_db_url: str) -> Store:
+    return open_store(fleet_db_url)
 
 
 def count(store: Store, table: type[db.Base]) -> int:

@@ -40,6 +40,12 @@ def _derived(base: Path, name: str, catalog: Catalog) -> dict[str, Any]:
     cpu = parse_cpu((base / f"x86_64-cpuid-{name}-guest.xml").read_bytes(), name)
     bits = compile_cpu(cpu, catalog, name).all
     props: dict[str, Any] = {catalog.features[i].qemu_name: True for i in range(len(catalog.features)) if bits >> i & 1}
+    if props.get("lm"):
+        # Intel CPUs report SYSCALL in CPUID only in 64-bit mode (a dump from 32-bit userspace lacks it);
+        # KVM gives it to every 64-bit guest.
+        props["syscall"] = True
+    # KVM gives every guest these whatever the host's CPUID says (QEMU's host expansion always has them).
+    props.update({"hypervisor": True, "x2apic": True})
     vendor = catalog.model(cpu.model).vendor if cpu.model and catalog.has_model(cpu.model) else None
     if vendor:
         props["vendor"] = catalog.vendor(vendor).string

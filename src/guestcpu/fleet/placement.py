@@ -142,26 +142,70 @@ def verdict_for(view: FleetView, host: HostView, pin: Pin, purpose: str) -> tupl
     return verdict, tuple(reasons)
 
 
+def pin_key(pin: Pin) -> tuple[object, ...]:
+    """What a verdict depends on: the ABI (its fingerprint) and the policy bits the rules read."""
+    host = tuple(sorted((pin.host or {}).get("props", {}).items())) if pin.passthrough else ()
+    return (pin.fingerprint, pin.policy.match, pin.policy.recompute, pin.policy.mode, host)
+
+
+@dataclass
+class PlacementTable:
+    """Every pin against every profile, computed once per distinct pin (guests share a few CPU definitions)."""
+
+    digests: list[str]
+    #: ``ok[u, j]``: distinct pin ``u`` fits profile ``j`` (profiles of other accelerators: False)
+    ok: npt.NDArray[np.bool_]
+    #: pin i -> its row in ``ok``
+    row: npt.NDArray[np.intp]
+
+    def fits(self, i: int) -> dict[str, bool]:
+        line = self.ok[self.row[i]]
+        return {d: bool(line[j]) for j, d in enumerate(self.digests)}
+
+    def counts(self, hosts_per_profile: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+        """How many hosts can take each pin, given how many (operational) hosts have each profile."""
+        per_row: npt.NDArray[np.int64] = self.ok.astype(np.int64) @ hosts_per_profile
+        return per_row[self.row]
+
+
+def placement_table(view: FleetView, pins: Sequence[PinView], purpose: str) -> PlacementTable:
+    digests = sorted({d for h in view.hosts for d in h.profiles.values()})
+    column = {d: j for j, d in enumerate(digests)}
+    keys: dict[tuple[object, ...], int] = {}
+    unique: list[Pin] = []
+    rows = np.empty(len(pins), dtype=np.intp)
+    for i, item in enumerate(pins):
+        key = pin_key(item.pin)
+        found = keys.get(key)
+        if found is None:
+            found = keys[key] = len(unique)
+            unique.append(item.pin)
+        rows[i] = found
+    ok = np.zeros((len(unique), len(digests)), dtype=np.bool_)
+    by_accel: dict[str, list[int]] = {}
+    for u, pin in enumerate(unique):
+        by_accel.setdefault(pin.abi.accel, []).append(u)
+    for accel, members in by_accel.items():
+        accel_digests = list(view.groups(accel))
+        cols = np.array([column[d] for d in accel_digests], dtype=np.intp)
+        caps_list = [view.profiles[d].caps for d in accel_digests]
+        fast = [u for u in members if matrix_can_judge(unique[u], purpose)]
+        fast_set = set(fast)
+        if fast and accel_digests:
+            matrix = placement_matrix([unique[u] for u in fast], accel_digests, caps_list, accel, purpose)
+            ok[np.ix_(np.array(fast, dtype=np.intp), cols)] = matrix.ok
+        for u in members:
+            if u in fast_set:
+                continue
+            for j, caps in zip(cols, caps_list, strict=True):
+                ok[u, j] = check_destination(unique[u], caps, purpose=purpose, destination="").ok
+    return PlacementTable(digests, ok, rows)
+
+
 def fits(view: FleetView, pins: Sequence[PinView], purpose: str) -> list[dict[str, bool]]:
     """For each pin, digest -> fits; by the matrix where it can judge, else by ``check_destination``."""
-    result: list[dict[str, bool]] = [{} for _ in pins]
-    by_accel: dict[str, list[int]] = {}
-    for i, item in enumerate(pins):
-        by_accel.setdefault(item.pin.abi.accel, []).append(i)
-    for accel, members in by_accel.items():
-        digests = list(view.groups(accel))
-        caps_list = [view.profiles[d].caps for d in digests]
-        fast = [i for i in members if matrix_can_judge(pins[i].pin, purpose)]
-        if fast and digests:
-            matrix = placement_matrix([pins[i].pin for i in fast], digests, caps_list, accel, purpose)
-            for row, i in enumerate(fast):
-                result[i] = {d: bool(matrix.ok[row, j]) for j, d in enumerate(digests)}
-        for i in members:
-            if i in fast:
-                continue
-            for d, caps in zip(digests, caps_list, strict=True):
-                result[i][d] = check_destination(pins[i].pin, caps, purpose=purpose, destination=d).ok
-    return result
+    table = placement_table(view, pins, purpose)
+    return [table.fits(i) for i in range(len(pins))]
 
 
 def where(view: FleetView, pins: Sequence[PinView], *, purpose: str = "migrate") -> Placement:

@@ -72,6 +72,10 @@ def offered_bits(caps: QemuCaps, catalog: Catalog, *, migratable: bool = False) 
     """
     from guestcpu.qemu.offer import supported_features
 
+    key = ("offered_bits", id(catalog), migratable)
+    cached = caps.memo.get(key)
+    if cached is not None and cached[0] is catalog:  # the entry holds its catalog: the id cannot be reused
+        return int(cached[1])
     bits = 0
     for name in supported_features(caps):
         if catalog.has_feature(name):
@@ -80,15 +84,20 @@ def offered_bits(caps: QemuCaps, catalog: Catalog, *, migratable: bool = False) 
         for name in caps.non_migratable:
             if catalog.has_feature(name):
                 bits &= ~(1 << catalog.feature(name).index)
+    caps.memo[key] = (catalog, bits)
     return bits
 
 
 def known_bits(caps: QemuCaps, catalog: Catalog) -> int:
     """Catalog features this QEMU has a property for (it can be asked for them at all)."""
+    cached = caps.memo.get(("known_bits", id(catalog)))
+    if cached is not None and cached[0] is catalog:
+        return int(cached[1])
     bits = 0
     for name in caps.known_props:
         if catalog.has_feature(name):
             bits |= 1 << catalog.feature(name).index
+    caps.memo[("known_bits", id(catalog))] = (catalog, bits)
     return bits
 
 

@@ -140,6 +140,8 @@ def test_adding_hosts_over_http(client: GuestcpuClient, catalog: Catalog, db_url
         client.add_host(b'{"schema": "guestcpu/pin"}', cluster="lab")
     with pytest.raises(ServiceError, match="400: the request body is empty"):
         client.add_host(b"  ")
+    with pytest.raises(ServiceError, match="400: the request body is larger than a host document can be"):
+        client.add_host(b"{" + b" " * (32 * 1024 * 1024) + b"}")
     assert client.hosts() == before  # nothing half-added
     (capture,) = write_captures(catalog, tmp_path, ("Xeon-Gold-6148",), variation="tsx-off")
     added = client.add_host(capture.read_bytes(), cluster="prod", tags=("rack-9",))

@@ -106,9 +106,18 @@ class _State:
 
 
 async def _document(request: Request) -> bytes:
-    data = await request.body()
-    if len(data) > MAX_DOCUMENT_BYTES:
-        raise InputError(f"the request body has {len(data)} bytes; a host document has at most {MAX_DOCUMENT_BYTES}")
+    """The request body, read no further than ``MAX_DOCUMENT_BYTES``."""
+    too_big = InputError(f"the request body is larger than a host document can be ({MAX_DOCUMENT_BYTES} bytes)")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_DOCUMENT_BYTES:
+        raise too_big
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_DOCUMENT_BYTES:
+            raise too_big
+        chunks.append(chunk)
+    data = b"".join(chunks)
     if not data.strip():
         raise InputError("the request body is empty: send a 'guestcpu capture' document (JSON) "
                          "or 'virsh domcapabilities' XML")

@@ -124,3 +124,36 @@ def test_report_to_stdout(db_url: str) -> None:
     result = run("fleet", "report", "-o", "-", "--db", db_url)
     assert result.exit_code == 0
     assert result.stdout.startswith("<!DOCTYPE html>") and result.stdout.rstrip().endswith("</html>")
+
+
+def test_large_fleets_share_columns_by_offer(catalog: Catalog, tmp_path: Path, chromium: Chromium) -> None:
+    """Beyond MAX_HOST_COLUMNS hosts, hosts with the same offer share a column: the page stays small."""
+    from fleet_support import write_captures
+    from guestcpu.fleet.placement import where
+    from guestcpu.fleet.report import render_report, report_data
+
+    url = f"sqlite:///{tmp_path / 'fleet.db'}"
+    fill(url, catalog, tmp_path)
+    more = tmp_path / "more"
+    more.mkdir()
+    (gold,) = write_captures(catalog, more, ("Xeon-Gold-6148",))
+    store = api.open_store(url)
+    try:
+        api.add_hosts(store, [(str(gold), gold.read_bytes(), f"gold-{i}") for i in range(4)], catalog, cluster="prod")
+        view = api.load_view(store)
+        baseline = api.baseline(store, catalog)
+    finally:
+        store.close()
+    data = report_data(view, baseline, where(view, list(view.pins)), accel="kvm", max_columns=3)
+    assert data.host_count == 7 and len(data.hosts) == 3
+    gold_column = next(h for h in data.hosts if h.also)
+    assert sorted((gold_column.name, *gold_column.also)) == ["gold-0", "gold-1", "gold-2", "gold-3", "xeon-gold-6148"]
+    page = tmp_path / "report.html"
+    page.write_text(render_report(data))
+    tree = lxml.html.fromstring(chromium.dump_dom(page))
+    headers = tree.xpath("//table[@id='heatmap']/thead//th[@class='host']")
+    assert sum(int(th.get("data-hosts", "1")) for th in headers) == 7
+    assert len(tree.xpath("//table[@id='heatmap']/tbody/tr/td")) == 3 * len(data.models)
+    usable, blocked = data.pairs()
+    assert usable + blocked == sum(1 + len(h.also) for h in data.hosts for m in data.models
+                                   if (h.name, m) in data.blockers)

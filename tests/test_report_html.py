@@ -59,7 +59,7 @@ def test_cells_are_usable_blocked_or_absent() -> None:
     assert data.cell("epyc-01", "EPYC-v4") == (USABLE, ())
     assert data.cell("xeon-02", "EPYC-v4") == (BLOCKED, ("sha-ni", "clzero", "xsaveerptr"))
     assert data.cell(HOSTILE, "Icelake-Server-v7") == (ABSENT, ())
-    assert data.summary() == {"hosts": 3, "models": 4, "cells": 12, "usable": 6, "blocked": 5,
+    assert data.summary() == {"hosts": 3, "columns": 3, "models": 4, "cells": 12, "usable": 6, "blocked": 5,
                               "baseline": "Haswell-noTSX-v2", "baseline_error": "", "guests": 3, "stranded": 1}
 
 

@@ -26,10 +26,11 @@ if TYPE_CHECKING:
     from guestcpu.fleet.baseline import FleetBaseline
     from guestcpu.fleet.placement import PinPlacement, Placement
     from guestcpu.fleet.store import Store
-    from guestcpu.fleet.view import FleetView
+    from guestcpu.fleet.view import FleetView, HostView
 
 #: a heatmap cell: the model is usable, blocked by some features, or not offered by that host's QEMU
 USABLE, BLOCKED, ABSENT = "usable", "blocked", "absent"
+VERIFIED = "verified startable"
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,8 @@ class ReportHost:
     qemu_version: str = ""
     #: "" when operational, else why not (e.g. it cannot give the frozen cluster CPU)
     non_operational: str = ""
+    #: other hosts with exactly this host's offer, shown in its column (large fleets)
+    also: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -85,12 +88,23 @@ class ReportData:
     stranded: tuple[StrandedGuest, ...] = ()
     guests: int = 0
 
+    @property
+    def host_count(self) -> int:
+        return sum(1 + len(h.also) for h in self.hosts)
+
+    def pairs(self) -> tuple[int, int]:
+        """(usable, blocked) host/model pairs, every host of a shared column counted."""
+        weight = {h.name: 1 + len(h.also) for h in self.hosts}
+        usable = sum(weight[host] for (host, _model), found in self.blockers.items() if not found)
+        blocked = sum(weight[host] for (host, _model), found in self.blockers.items() if found)
+        return usable, blocked
+
     def summary(self) -> dict[str, Any]:
         """The page in numbers (what ``fleet report --json`` prints beside the file's name)."""
+        usable, blocked = self.pairs()
         return {
-            "hosts": len(self.hosts), "models": len(self.models), "cells": len(self.hosts) * len(self.models),
-            "usable": sum(1 for found in self.blockers.values() if not found),
-            "blocked": sum(1 for found in self.blockers.values() if found),
+            "hosts": self.host_count, "columns": len(self.hosts), "models": len(self.models),
+            "cells": len(self.hosts) * len(self.models), "usable": usable, "blocked": blocked,
             "baseline": self.baseline.model if self.baseline else None, "baseline_error": self.baseline_error,
             "guests": self.guests, "stranded": len(self.stranded),
         }
@@ -119,6 +133,7 @@ th, td { border: 1px solid #ddd; padding: 3px 8px; text-align: left; vertical-al
 th { background: #f0f0f0; }
 .error { color: var(--b3); font-weight: 600; }
 .ok { color: var(--ok); }
+#heatmap .more { font-weight: 400; color: #616161; }
 #stranded td:nth-child(-n+2) { white-space: nowrap; }
 .heat-wrap { overflow: auto; max-height: 80vh; border: 1px solid #ddd; }
 #heatmap th, #heatmap td { padding: 0; text-align: center; }
@@ -147,14 +162,25 @@ def _severity(count: int) -> str:
     return "few" if count == 1 else "some" if count <= 3 else "many"
 
 
-def _list(items: Sequence[str], empty: str = "none") -> str:
-    return ", ".join(f"<code>{_e(i)}</code>" for i in items) if items else f"<i>{_e(empty)}</i>"
+#: names shown in one list before "and N more" (the page stays readable for 10,000 hosts)
+LIST_LIMIT = 25
+#: table rows shown at most (the JSON answers have them all)
+MAX_ROWS = 500
+#: beyond this many hosts, hosts with the same offer share one heatmap column
+MAX_HOST_COLUMNS = 60
+
+
+def _list(items: Sequence[str], empty: str = "none", limit: int | None = None) -> str:
+    if not items:
+        return f"<i>{_e(empty)}</i>"
+    shown = items if limit is None else items[:limit]
+    more = f" and {len(items) - len(shown)} more" if len(items) > len(shown) else ""
+    return ", ".join(f"<code>{_e(i)}</code>" for i in shown) + _e(more)
 
 
 def _summary(data: ReportData) -> str:
-    blocked = sum(1 for found in data.blockers.values() if found)
-    usable = sum(1 for found in data.blockers.values() if not found)
-    cards = [("hosts", len(data.hosts)), ("models", len(data.models)), ("usable host/model pairs", usable),
+    usable, blocked = data.pairs()
+    cards = [("hosts", data.host_count), ("models", len(data.models)), ("usable host/model pairs", usable),
              ("blocked pairs", blocked), ("guests", data.guests), ("stranded guests", len(data.stranded))]
     return '<div class="summary">' + "".join(
         f'<div class="card" data-count="{_e(key)}"><b>{value}</b>{_e(key)}</div>' for key, value in cards
@@ -173,8 +199,8 @@ def _baseline(data: ReportData) -> str:
         out.append(f'<p id="frozen">The cluster CPU is frozen as pin <code>{_e(base.frozen)}</code>.</p>')
     out.append(f'<p>Its features (all explicit): <span id="baseline-features">{_list(base.features)}</span></p>')
     limiting = base.limiting_hosts
-    out.append(f'<p>Limiting hosts: <span id="limiting-hosts">{_list(limiting, "none: nothing is left out")}'
-               "</span></p>")
+    out.append(f'<p>Limiting hosts: <span id="limiting-hosts" data-hosts="{len(limiting)}">'
+               f'{_list(limiting, "none: nothing is left out", LIST_LIMIT)}</span></p>')
     if base.left_out:
         # One row per set of lacking hosts: "these hosts keep these features out".
         groups: dict[tuple[str, ...], list[str]] = {}
@@ -182,14 +208,19 @@ def _baseline(data: ReportData) -> str:
             groups.setdefault(item.hosts, []).append(item.feature)
         out.append('<table id="left-out"><thead><tr><th>hosts that lack them</th><th>features left out</th></tr>'
                    "</thead><tbody>")
-        out.extend(f'<tr><td>{_list(hosts)}</td><td data-features="{len(features)}">{_list(features)}</td></tr>'
+        out.extend(f'<tr><td data-hosts="{len(hosts)}">{_list(hosts, limit=LIST_LIMIT)}</td>'
+                   f'<td data-features="{len(features)}">{_list(features)}</td></tr>'
                    for hosts, features in sorted(groups.items(), key=lambda g: (len(g[0]), g[0])))
         out.append("</tbody></table>")
     out.append(f"<p>Shared by every host but left unused: {_list(base.unused_shared)}</p>")
-    if base.startable:
+    verified = sum(1 for verdict in base.startable.values() if verdict == VERIFIED)
+    out.append(f'<p id="verified">Verified startable on {verified} of {len(base.startable)} hosts.</p>')
+    # Every host when few; else only those where it is not verified (they are the news).
+    rows = sorted(base.startable.items()) if len(base.startable) <= LIST_LIMIT else \
+        sorted((h, v) for h, v in base.startable.items() if v != VERIFIED)
+    if rows:
         out.append('<table id="startable"><thead><tr><th>host</th><th>startable</th></tr></thead><tbody>')
-        out.extend(f"<tr><td>{_e(host)}</td><td>{_e(verdict)}</td></tr>"
-                   for host, verdict in sorted(base.startable.items()))
+        out.extend(f"<tr><td>{_e(host)}</td><td>{_e(verdict)}</td></tr>" for host, verdict in rows[:MAX_ROWS])
         out.append("</tbody></table>")
     return "".join(out) + "</section>"
 
@@ -201,8 +232,12 @@ def _stranded(data: ReportData) -> str:
         return "".join(out) + "</section>"
     out.append('<table><thead><tr><th>guest</th><th>runs on</th><th>why</th></tr></thead><tbody>')
     out.extend(f'<tr class="stranded-guest"><td>{_e(g.guest)}</td><td>{_e(g.host)}</td><td>{_e(g.reason)}</td></tr>'
-               for g in data.stranded)
-    return "".join(out) + "</tbody></table></section>"
+               for g in data.stranded[:MAX_ROWS])
+    out.append("</tbody></table>")
+    if len(data.stranded) > MAX_ROWS:
+        out.append(f"<p>&hellip; and {len(data.stranded) - MAX_ROWS} more stranded guests "
+                   "('guestcpu fleet where --json' lists them all).</p>")
+    return "".join(out) + "</section>"
 
 
 def _heatmap(data: ReportData) -> str:
@@ -215,7 +250,13 @@ def _heatmap(data: ReportData) -> str:
         note = f" — non-operational: {host.non_operational}" if host.non_operational else ""
         accel = host.accel or f"no {data.accel} capabilities"
         tip = f"{host.name} (cluster {host.cluster}, {accel}, QEMU {host.qemu_version or '?'}){note}"
-        out.append(f'<th class="host" title="{_e(tip)}">{_e(host.name)}</th>')
+        if host.also:
+            names = ", ".join(host.also[:30]) + (f" and {len(host.also) - 30} more" if len(host.also) > 30 else "")
+            tip += f"; the same offer: {names}"
+            out.append(f'<th class="host" data-hosts="{1 + len(host.also)}" title="{_e(tip)}">{_e(host.name)}'
+                       f'<span class="more"> +{len(host.also)}</span></th>')
+        else:
+            out.append(f'<th class="host" title="{_e(tip)}">{_e(host.name)}</th>')
     out.append("</tr></thead><tbody>")
     for model in data.models:
         out.append(f'<tr><th class="model">{_e(model)}</th>')
@@ -258,10 +299,23 @@ def _version_key(name: str) -> tuple[str, int, str]:
     return (base, int(version), "") if base and version.isdigit() else (name, 0, name)
 
 
-def _heatmap_cells(view: FleetView, accel: str) -> tuple[tuple[str, ...], dict[tuple[str, str], tuple[str, ...]]]:
+def _columns(view: FleetView, accel: str, max_columns: int) -> list[tuple[HostView, tuple[str, ...]]]:
+    """One column per host; beyond ``max_columns`` hosts, one per distinct offer (and state)."""
+    if len(view.hosts) <= max_columns:
+        return [(host, ()) for host in view.hosts]
+    groups: dict[tuple[str, bool, str, str], list[HostView]] = {}
+    for host in view.hosts:
+        groups.setdefault((host.profiles.get(accel, ""), host.operational, host.status_note, host.cluster),
+                          []).append(host)
+    return [(members[0], tuple(h.name for h in members[1:])) for members in groups.values()]
+
+
+def _heatmap_cells(
+    view: FleetView, hosts: Sequence[HostView], accel: str,
+) -> tuple[tuple[str, ...], dict[tuple[str, str], tuple[str, ...]]]:
     models: set[str] = set()
     blockers: dict[tuple[str, str], tuple[str, ...]] = {}
-    for host in view.hosts:
+    for host in hosts:
         caps = view.caps(host, accel)
         if caps is None:
             continue
@@ -276,7 +330,7 @@ def _heatmap_cells(view: FleetView, accel: str) -> tuple[tuple[str, ...], dict[t
 
 def _report_baseline(result: FleetBaseline, frozen: str) -> ReportBaseline:
     startable = {
-        verdict.host: "verified startable" if verdict.verified
+        verdict.host: VERIFIED if verdict.verified
         else f"{verdict.result}, not verified" + (f" ({verdict.note})" if verdict.note else "")
         for verdict in result.hosts
     }
@@ -313,14 +367,16 @@ def stranded_guests(pins: Sequence[PinPlacement]) -> tuple[StrandedGuest, ...]:
 def report_data(
     view: FleetView, baseline: FleetBaseline | None, placement: Placement | None, *, accel: str,
     cluster: str | None = None, baseline_error: str = "", generated_at: str = "",
+    max_columns: int = MAX_HOST_COLUMNS,
 ) -> ReportData:
     """The page's content from the fleet API's results (pure)."""
     view = view.in_cluster(cluster)
-    models, blockers = _heatmap_cells(view, accel)
+    columns = _columns(view, accel, max_columns)
+    models, blockers = _heatmap_cells(view, [host for host, _also in columns], accel)
     hosts = tuple(
         ReportHost(h.name, h.cluster, accel if accel in h.profiles else "", h.qemu_version,
-                   "" if h.operational else (h.status_note or "non-operational"))
-        for h in view.hosts
+                   "" if h.operational else (h.status_note or "non-operational"), also)
+        for h, also in columns
     )
     frozen = view.frozen.get(cluster, "") if cluster else ""
     names = {h.name for h in view.hosts}

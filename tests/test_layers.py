@@ -16,6 +16,7 @@ SRC = Path(__file__).parent.parent / "src" / "guestcpu"
 RANK = {
     "__init__": 0, "errors": 0, "schemas": 1, "model": 1, "formats": 2, "catalog": 3, "engine": 4,
     "qemu": 5, "lifecycle": 6, "fleet": 7, "cli": 8,
+    "service": 8,  # the HTTP face of the same functions as cli
 }
 
 

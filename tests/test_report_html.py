@@ -9,7 +9,7 @@ import lxml.html
 import pytest
 
 from browser_support import Chromium, colour_count, png_size
-from guestcpu.cli.report_html import (
+from guestcpu.fleet.report import (
     ABSENT,
     BLOCKED,
     USABLE,
@@ -40,9 +40,9 @@ def sample(hostile: str = HOSTILE) -> ReportData:
     # Icelake is not offered by the hostile host's QEMU: an "absent" cell.
     base = ReportBaseline("Haswell-noTSX-v2", ("aes", "xsave"),
                           (LeftOut("pcid", (hostile,)), LeftOut("sha-ni", ("xeon-02", hostile))),
-                          ("ssse3",), {"epyc-01": "verified", "xeon-02": "verified"})
+                          (hostile, "xeon-02"), ("ssse3",), {"epyc-01": "verified", "xeon-02": "verified"})
     stranded = (StrandedGuest(f"guest-{hostile}", "epyc-01", "no other host can give clzero"),)
-    return ReportData("guestcpu fleet report: prod", "2026-12-01T20:00:00Z", hosts, models, blockers, base,
+    return ReportData("guestcpu fleet report: prod", "2026-12-01T20:00:00Z", "kvm", hosts, models, blockers, base,
                       stranded=stranded, guests=3)
 
 
@@ -59,8 +59,8 @@ def test_cells_are_usable_blocked_or_absent() -> None:
     assert data.cell("epyc-01", "EPYC-v4") == (USABLE, ())
     assert data.cell("xeon-02", "EPYC-v4") == (BLOCKED, ("sha-ni", "clzero", "xsaveerptr"))
     assert data.cell(HOSTILE, "Icelake-Server-v7") == (ABSENT, ())
-    assert data.baseline is not None
-    assert data.baseline.limiting_hosts == (HOSTILE, "xeon-02")
+    assert data.summary() == {"hosts": 3, "columns": 3, "models": 4, "cells": 12, "usable": 6, "blocked": 5,
+                              "baseline": "Haswell-noTSX-v2", "baseline_error": "", "guests": 3, "stranded": 1}
 
 
 def test_hostile_names_are_text_never_markup() -> None:
@@ -85,8 +85,8 @@ def test_page_is_self_contained() -> None:
 
 def test_no_baseline_says_why() -> None:
     data = sample()
-    page = render_report(ReportData(data.title, data.generated_at, data.hosts, data.models, data.blockers, None,
-                                    baseline_error="hosts of different vendors share no model"))
+    page = render_report(ReportData(data.title, data.generated_at, "kvm", data.hosts, data.models, data.blockers,
+                                    None, baseline_error="hosts of different vendors share no model"))
     tree = lxml.html.fromstring(page)
     assert "hosts of different vendors share no model" in tree.xpath("string(//section[@id='baseline'])")
     assert "None: each of the 0 stored guests" in tree.xpath("string(//section[@id='stranded'])")
@@ -111,6 +111,9 @@ def test_chromium_dom_has_one_cell_per_host_and_model(chromium: Chromium, page_f
     assert severity == {"1": "few", "3": "some", "5": "many"}
     assert tree.xpath("string(//*[@id='baseline-model'])") == "Haswell-noTSX-v2"
     assert tree.xpath("string(//*[@id='limiting-hosts'])") == f"{HOSTILE}, xeon-02"
+    rows = tree.xpath("//table[@id='left-out']//tbody/tr")
+    left_out = [(tr.xpath("string(td[1])"), tr.xpath("string(td[2])")) for tr in rows]
+    assert left_out == [(HOSTILE, "pcid"), (f"xeon-02, {HOSTILE}", "sha-ni")]
     # The hostile name stayed text: no script ran (the title is ours) and no element was injected.
     assert tree.xpath("string(//title)") == "guestcpu fleet report: prod"
     assert tree.xpath("//script|//img") == []

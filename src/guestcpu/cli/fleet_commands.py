@@ -337,3 +337,28 @@ def freeze_cmd(ctx: click.Context, cluster: str, accel: str, machine: str | None
     abi = result.pin.abi
     click.echo(f"cluster {cluster} frozen to {abi.model} on {abi.machine} ({accel}), {result.pin.fingerprint}")
     click.echo(f"  {abi.vendor} family {abi.family} model {abi.model_number}, {len(abi.required)} features required")
+
+
+@fleet_cmd.command("report")
+@click.option("-o", "--output", required=True, metavar="FILE.html", help="Where to write the page ('-': stdout).")
+@cluster_option
+@accel_choice
+@db_option
+@json_option
+@click.pass_context
+def report_cmd(ctx: click.Context, output: str, cluster: str | None, accel: str, db_url: str | None,
+               as_json: bool) -> None:
+    """A self-contained HTML page: hosts x models (usable / blocked by N), the cluster CPU, stranded guests."""
+    from guestcpu.fleet.report import fleet_report, render_report
+    from guestcpu.formats.files import write_output
+
+    data = fleet_report(_store(db_url), load_catalog_for(ctx), cluster=cluster, accel=accel)
+    write_output(output, render_report(data), what="the report")  # whole or not at all
+    if output == "-":
+        return
+    summary = data.summary()
+    if as_json:
+        emit_json({"output": output, **summary})
+        return
+    click.echo(f"report of {summary['hosts']} hosts x {summary['models']} models "
+               f"({summary['stranded']} stranded guests) -> {output}")

@@ -199,3 +199,21 @@ def test_a_bulk_load_of_new_hosts_is_the_same_inventory(fleet_db_url: str, catal
     with pytest.raises(StoreError):
         api.add_hosts(bulk, inputs[:1], catalog, new_hosts=True)  # not new: the unique name refuses it whole
     assert count(bulk, db.Host) == 520
+
+
+def test_domcapabilities_blockers_are_kept_per_model(store: Store, catalog: Catalog) -> None:
+    """libvirt 9+ names each unusable model's blockers; they become the profile's QEMU blockers."""
+    from fleet_support import DATA
+
+    data = (DATA / "xml" / "domcapabilities-core-i7-7700.xml").read_bytes()
+    api.add_hosts(store, [("domcapabilities-core-i7-7700.xml", data, "i7")], catalog, cluster="libvirt")
+    view = api.load_view(store)
+    caps = view.caps(view.host("i7"), "kvm")
+    assert caps is not None
+    ibrs = caps.model("Skylake-Client-IBRS")
+    assert ibrs is not None and not ibrs.usable and ibrs.blockers
+    sky = caps.model("Skylake-Client")
+    assert sky is not None and sky.usable and sky.blockers == ()
+    result = api.baseline(store, catalog, cluster="libvirt")
+    assert [h.verified for h in result.hosts] == [False]  # libvirt's view only: judged, not verified
+    assert result.hosts[0].result != "incompatible"

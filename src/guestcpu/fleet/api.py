@@ -18,8 +18,9 @@ from guestcpu.fleet.baseline import FleetBaseline, fleet_baseline
 from guestcpu.fleet.inputs import HostRecord, record_from_bytes
 from guestcpu.fleet.inventory import AddResult, Inventory
 from guestcpu.fleet.levels import FleetLevels, fleet_levels
-from guestcpu.fleet.placement import Placement
+from guestcpu.fleet.placement import Placement, PlacementCounts
 from guestcpu.fleet.placement import where as where_pins
+from guestcpu.fleet.placement import where_counts as placement_counts
 from guestcpu.fleet.store import Store, StoreError, open_store
 from guestcpu.fleet.view import FleetView, PinView
 from guestcpu.fleet.whatif import WhatIf
@@ -28,7 +29,7 @@ from guestcpu.lifecycle.pin import Pin, pin_from_document
 
 __all__ = [
     "AddReport", "Frozen", "HostHistory", "HostList", "Store", "StoreError", "add_hosts", "add_pin", "baseline",
-    "freeze", "history", "hosts", "levels", "load_view", "open_store", "what_if", "where",
+    "freeze", "history", "hosts", "levels", "load_view", "open_store", "what_if", "where", "where_counts",
 ]
 
 #: hosts per multi-row insert of a bulk load
@@ -128,6 +129,16 @@ def where(
     view = load_view(store)
     pins = resolve_pins(view, names, files) if (names or files) else list(view.pins)
     return where_pins(view.in_cluster(cluster), pins, purpose=purpose)
+
+
+def where_counts(
+    store: Store, names: Sequence[str] = (), *, files: Sequence[tuple[str, Any]] = (), cluster: str | None = None,
+    purpose: str = "migrate",
+) -> PlacementCounts:
+    """How many hosts can take each pin: ``where`` at fleet scale, without the per-host reasons."""
+    view = load_view(store)
+    pins = resolve_pins(view, names, files) if (names or files) else list(view.pins)
+    return placement_counts(view.in_cluster(cluster), pins, purpose=purpose)
 
 
 @dataclass(frozen=True)

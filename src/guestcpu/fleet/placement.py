@@ -234,3 +234,34 @@ def where(view: FleetView, pins: Sequence[PinView], *, purpose: str = "migrate")
         placements.append(PinPlacement(item.name, item.pin.fingerprint, accel, item.host, tuple(ok_hosts),
                                        tuple(refused)))
     return Placement(purpose, tuple(placements))
+
+
+@dataclass(frozen=True)
+class PlacementCounts:
+    """How many hosts can take each pin: the fleet-scale form of ``where`` (no per-host reasons)."""
+
+    purpose: str
+    names: tuple[str, ...]
+    counts: tuple[int, ...]
+    hosts: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"purpose": self.purpose, "hosts": self.hosts,
+                "pins": [{"pin": n, "hosts_ok": c} for n, c in zip(self.names, self.counts, strict=True)]}
+
+
+def where_counts(view: FleetView, pins: Sequence[PinView], *, purpose: str = "migrate") -> PlacementCounts:
+    table = placement_table(view, pins, purpose)
+    column = {d: j for j, d in enumerate(table.digests)}
+    per_row: list[int] = [0] * len(pins)
+    if table.digests:
+        by_accel: dict[str, np.ndarray] = {}  # type: ignore[type-arg]
+        for accel in sorted({p.pin.abi.accel for p in pins}):
+            hosts_per_profile = np.zeros(len(table.digests), dtype=np.int64)
+            for host in view.hosts:
+                digest = host.profiles.get(accel)
+                if host.operational and digest is not None:
+                    hosts_per_profile[column[digest]] += 1
+            by_accel[accel] = table.counts(hosts_per_profile)
+        per_row = [int(by_accel[p.pin.abi.accel][i]) for i, p in enumerate(pins)]
+    return PlacementCounts(purpose, tuple(p.name for p in pins), tuple(per_row), len(view.hosts))

@@ -30,6 +30,7 @@ from guestcpu.lifecycle.abi import build_abi, topology_of
 from guestcpu.lifecycle.argv import guest_args
 from guestcpu.lifecycle.definition import GuestDefinition
 from guestcpu.lifecycle.gates import msr_refusal
+from guestcpu.lifecycle.levels import level_cpu
 from guestcpu.lifecycle.libvirt_form import libvirt_xml
 from guestcpu.lifecycle.pin import Abi, Pin, PinPolicy, Resolution
 from guestcpu.lifecycle.request import CpuRequest, default_cpu, plan_request
@@ -101,7 +102,7 @@ async def pin_cpu_async(
 ) -> Pin:
     """Pin ``cpu`` (None: the machine type's default CPU) with ``topology`` on ``target``."""
     default_used = cpu is None
-    loose = cpu if cpu is not None else default_cpu(target.machine)
+    loose = level_cpu(cpu if cpu is not None else default_cpu(target.machine), catalog)
     warnings: list[str] = []
     async with MachineSession(target.binary, target.accel, target.machine.name, timeout) as session:
         aliases = await session.aliases() if existing else None

@@ -24,7 +24,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
-from guestcpu.catalog.cpumap import family_of, read_cpu_map, version_of  # noqa: E402
+from guestcpu.catalog.cpumap import family_of, read_cpu_map  # noqa: E402
+from guestcpu.formats.files import write_output  # noqa: E402
+from guestcpu.model.names import version_of  # noqa: E402
 
 DATA = ROOT / "src" / "guestcpu" / "catalog" / "data"
 SCHEMA = 1
@@ -129,7 +131,7 @@ def dump(obj: Any, indent: int = 0) -> str:
 
 def write(path: Path, obj: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(dump(obj) + "\n")
+    write_output(str(path), dump(obj) + "\n", what="catalog data")
 
 
 def main() -> int:

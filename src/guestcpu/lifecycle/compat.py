@@ -8,6 +8,9 @@ decides it, when:
 * it has no usable accelerator of the pin's kind, lacks the machine type, or (custom
   pins) lacks the ``-cpu`` model;
 * a feature the pin requires is unknown to its QEMU or not something it can give;
+* its QEMU lacks a property the pin names (a disabled feature a newer QEMU added,
+  ``amd-psfd``; a machine property): that QEMU refuses ``-cpu``/``qom-get`` with
+  "Property ... not found", so the guest could not even be started there;
 * (host-passthrough, maximum) its host CPU as QEMU reports it is not identical to the
   one the guest was started on: such guests only move to an identical host;
 * (migration) the pin requires a feature that blocks migration (``invtsc``);
@@ -42,6 +45,8 @@ class Verdict:
     missing_model: str | None = None
     missing_machine: str | None = None
     non_migratable: tuple[str, ...] = ()
+    #: properties the pin names (features it disables, machine properties) that the destination QEMU lacks
+    missing_properties: tuple[str, ...] = ()
     #: host-passthrough/maximum: how the destination's host CPU differs from the pinned one
     host_differences: tuple[str, ...] = ()
     #: match='strict': features the destination has that the guest does not
@@ -54,7 +59,7 @@ class Verdict:
     def ok(self) -> bool:
         return not (
             self.missing or self.missing_model or self.missing_machine or self.non_migratable
-            or self.host_differences or self.extra or self.blockers
+            or self.missing_properties or self.host_differences or self.extra or self.blockers
         )
 
     @property
@@ -66,6 +71,11 @@ class Verdict:
             reasons.append(f"its QEMU has no CPU model {self.missing_model}")
         if self.missing:
             reasons.append(f"missing features: {', '.join(self.missing)}")
+        if self.missing_properties:
+            reasons.append(
+                f"its QEMU lacks CPU properties the pin names (it would refuse the guest): "
+                f"{', '.join(self.missing_properties)}"
+            )
         if self.host_differences:
             reasons.append(
                 "the guest has the source host's CPU as it is (host-passthrough/maximum) and can only move to an "
@@ -92,6 +102,7 @@ class Verdict:
             "missing_features": list(self.missing),
             "missing_model": self.missing_model,
             "missing_machine": self.missing_machine,
+            "missing_properties": list(self.missing_properties),
             "non_migratable_features": list(self.non_migratable),
             "host_differences": list(self.host_differences),
             "extra_features": list(self.extra),
@@ -123,6 +134,20 @@ def host_differences(pinned: Mapping[str, Any] | None, caps: QemuCaps) -> list[s
     if new_on - old_on:
         diffs.append(f"also has {', '.join(sorted(new_on - old_on))}")
     return diffs
+
+
+def absent_properties(pin: Pin, caps: QemuCaps, known: frozenset[str]) -> set[str]:
+    """Properties the pin names that the destination's CPU model lacks.
+
+    Capabilities that record the CPU types' property lists judge every name; older
+    ones know only the feature names, so the pin's machine properties go unjudged.
+    """
+    abi = pin.abi
+    absent = {name for name in abi.features if name not in known}
+    for name in (*abi.features, *abi.props):
+        if caps.has_property(abi.model, name) is False:
+            absent.add(name)
+    return absent
 
 
 def check_destination(
@@ -158,9 +183,7 @@ def check_destination(
     supported = supported_features(caps)
     required = set(abi.required)
     missing = sorted((required - known) | (required & known - supported))
-    omitted = sorted(set(abi.disabled) - known)
-    if omitted:
-        notes.append(f"features unknown to the destination QEMU stay off: {', '.join(omitted)}")
+    missing_properties = sorted(absent_properties(pin, caps, known) - required)
     differences = host_differences(pin.host, caps) if passthrough else []
     non_migratable = sorted(required & non_migratable_features(caps)) if purpose == "migrate" else []
     extra: list[str] = []
@@ -178,6 +201,7 @@ def check_destination(
         missing_model=missing_model,
         missing_machine=missing_machine,
         non_migratable=tuple(non_migratable),
+        missing_properties=tuple(missing_properties),
         host_differences=tuple(differences),
         extra=tuple(extra),
         blockers=tuple(blockers),

@@ -20,6 +20,8 @@ from typing import Any
 
 from guestcpu.catalog.catalog import Catalog
 from guestcpu.engine.update import CpuMismatchError, update_live
+from guestcpu.errors import GuestCpuError
+from guestcpu.formats.qmp_replies import parse_cpus_fast, qom_bool, qom_names, qom_scalar
 from guestcpu.lifecycle.abi import ABI_PROPS
 from guestcpu.lifecycle.pin import Abi
 from guestcpu.model.cpu import Check, CpuDefinition, FeatureRequest, Mode, Policy
@@ -77,8 +79,10 @@ class PinMismatchError(CpuMismatchError):
 
 async def read_live(qemu: QemuProcess, abi: Abi) -> LiveCpu:
     """Every pinned property of the first vCPU of a running QEMU."""
-    cpus = await qemu.execute("query-cpus-fast")
-    path = cpus[0]["qom-path"]
+    cpus = parse_cpus_fast(await qemu.execute("query-cpus-fast"))
+    if not cpus:
+        raise GuestCpuError("QEMU reports no vCPU to read back (query-cpus-fast is empty)")
+    path = cpus[0].qom_path
     features = sorted(abi.features)
     identity = list(IDENTITY.values())
     props = [key for key in ABI_PROPS if key in abi.props]
@@ -87,10 +91,10 @@ async def read_live(qemu: QemuProcess, abi: Abi) -> LiveCpu:
     got = dict(zip(names, values, strict=True))
     return LiveCpu(
         qom_path=path,
-        features={name: bool(got[name]) for name in features},
-        identity={name: got[name] for name in identity},
-        props={name: got[name] for name in props},
-        unavailable=tuple(dict.fromkeys(got["unavailable-features"] or ())),
+        features={name: qom_bool(got[name], name) for name in features},
+        identity={name: qom_scalar(got[name], name) for name in identity},
+        props={name: qom_scalar(got[name], name) for name in props},
+        unavailable=qom_names(got["unavailable-features"], "unavailable-features"),
         vcpus=len(cpus),
     )
 

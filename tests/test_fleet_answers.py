@@ -205,3 +205,13 @@ def test_baseline_over_minimal_profiles_is_the_baseline_over_all(catalog: Catalo
         assert verdict.result == judged.result.value, verdict.host
         assert verdict.verified == (judged.comparison.missing_bits == 0)
     assert all(v.verified for v in result.hosts)
+
+
+def test_where_counts_agree_with_where(store: Store, catalog: Catalog) -> None:
+    gold = kinds(catalog, ("Xeon-Gold-6148",))[0]
+    api.add_pin(store, "db1", model_pin(gold, "Skylake-Server-v4", catalog, overrides=GOLD_LACKS))
+    api.add_pin(store, "old", model_pin(gold, "Westmere-v2", catalog))
+    full = api.where(store)
+    counts = api.where_counts(store).to_json()
+    assert [(p["pin"], p["hosts_ok"]) for p in counts["pins"]] == [(p.name, len(p.hosts)) for p in full.pins]
+    assert counts["hosts"] == 3

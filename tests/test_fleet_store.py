@@ -175,3 +175,45 @@ def test_a_host_given_twice_adds_nothing(store: Store, catalog: Catalog, tmp_pat
     with pytest.raises(StoreError, match="given twice"):
         add_files(store, catalog, [path, path])
     assert count(store, db.Host) == 0
+
+
+def test_a_bulk_load_of_new_hosts_is_the_same_inventory(fleet_db_url: str, catalog: Catalog, tmp_path: Path) -> None:
+    """new_hosts=True inserts many rows per statement; the inventory it leaves is the one add_host leaves."""
+    from guestcpu.fleet.synthetic import capture_document
+
+    all_kinds = kinds(catalog, THREE, ("", "tsx-off"))
+    inputs = [(f"h{i}", json.dumps(capture_document(all_kinds[i % len(all_kinds)], f"h{i:04d}")).encode(), None)
+              for i in range(520)]
+    bulk = open_store(fleet_db_url)
+    progress: list[int] = []
+    report = api.add_hosts(bulk, inputs, catalog, cluster="big", tags=("t",), new_hosts=True,
+                           progress=lambda: progress.append(1))
+    assert len(report.added) == len(progress) == 520 and report.to_json()["added"] == 520
+    one_by_one = open_store(f"sqlite:///{tmp_path / 'slow.db'}")
+    api.add_hosts(one_by_one, inputs[:50], catalog, cluster="big", tags=("t",))
+    fast, slow = api.load_view(bulk), api.load_view(one_by_one)
+    assert [(h.name, h.cluster, h.tags, h.profiles) for h in fast.hosts[:50]] == \
+        [(h.name, h.cluster, h.tags, h.profiles) for h in slow.hosts]
+    assert len(fast.profiles) == len(all_kinds) + 1  # one KVM profile per kind, one TCG profile for all
+    assert [s.seq for s in api.history(bulk, "h0007").states] == [1]
+    with pytest.raises(StoreError):
+        api.add_hosts(bulk, inputs[:1], catalog, new_hosts=True)  # not new: the unique name refuses it whole
+    assert count(bulk, db.Host) == 520
+
+
+def test_domcapabilities_blockers_are_kept_per_model(store: Store, catalog: Catalog) -> None:
+    """libvirt 9+ names each unusable model's blockers; they become the profile's QEMU blockers."""
+    from fleet_support import DATA
+
+    data = (DATA / "xml" / "domcapabilities-core-i7-7700.xml").read_bytes()
+    api.add_hosts(store, [("domcapabilities-core-i7-7700.xml", data, "i7")], catalog, cluster="libvirt")
+    view = api.load_view(store)
+    caps = view.caps(view.host("i7"), "kvm")
+    assert caps is not None
+    ibrs = caps.model("Skylake-Client-IBRS")
+    assert ibrs is not None and not ibrs.usable and ibrs.blockers
+    sky = caps.model("Skylake-Client")
+    assert sky is not None and sky.usable and sky.blockers == ()
+    result = api.baseline(store, catalog, cluster="libvirt")
+    assert [h.verified for h in result.hosts] == [False]  # libvirt's view only: judged, not verified
+    assert result.hosts[0].result != "incompatible"

@@ -193,6 +193,8 @@ def baseline_cmd(ctx: click.Context, cluster: str | None, accel: str, machine: s
             click.echo(f"  {item.feature}: {shown}")
     if result.not_enabled_common:
         click.echo(f"every host offers, the baseline leaves unused: {', '.join(result.not_enabled_common)}")
+    else:
+        click.echo("unused: none (every feature all hosts offer is in the baseline)")
     for skipped, reason in result.skipped:
         click.echo(f"  skipped {skipped}: {reason}")
     for note in result.notes:
@@ -203,9 +205,11 @@ def baseline_cmd(ctx: click.Context, cluster: str | None, accel: str, machine: s
 @click.argument("pins", nargs=-1, metavar="PIN...")
 @cluster_option
 @click.option("--purpose", type=click.Choice(["migrate", "restore", "start"]), default="migrate", show_default=True)
+@click.option("--count", "count_only", is_flag=True, help="Only how many hosts can take each guest (fleet scale).")
 @db_option
 @json_option
-def where_cmd(pins: tuple[str, ...], cluster: str | None, purpose: str, db_url: str | None, as_json: bool) -> None:
+def where_cmd(pins: tuple[str, ...], cluster: str | None, purpose: str, count_only: bool, db_url: str | None,
+              as_json: bool) -> None:
     """Which hosts can take each guest exactly as pinned, and what stops the others.
 
     PIN: a stored pin's name or a pin file; none: every stored pin.
@@ -214,6 +218,14 @@ def where_cmd(pins: tuple[str, ...], cluster: str | None, purpose: str, db_url: 
 
     names = [p for p in pins if not Path(p).is_file()]
     files = [(p, _read_json(p, "a guestcpu pin")) for p in pins if Path(p).is_file()]
+    if count_only:
+        counts = api.where_counts(_store(db_url), names, files=files, cluster=cluster, purpose=purpose)
+        if as_json:
+            emit_json(counts.to_json())
+        else:
+            for name, count in zip(counts.names, counts.counts, strict=True):
+                click.echo(f"{name}: {count} of {counts.hosts} hosts")
+        return
     result = api.where(_store(db_url), names, files=files, cluster=cluster, purpose=purpose)
     if as_json:
         emit_json(result.to_json())

@@ -15,11 +15,12 @@ from typing import Any
 from guestcpu.catalog.catalog import Catalog
 from guestcpu.errors import InputError
 from guestcpu.fleet.baseline import FleetBaseline, fleet_baseline
-from guestcpu.fleet.inputs import record_from_bytes
+from guestcpu.fleet.inputs import HostRecord, record_from_bytes
 from guestcpu.fleet.inventory import AddResult, Inventory
 from guestcpu.fleet.levels import FleetLevels, fleet_levels
-from guestcpu.fleet.placement import Placement
+from guestcpu.fleet.placement import Placement, PlacementCounts
 from guestcpu.fleet.placement import where as where_pins
+from guestcpu.fleet.placement import where_counts as placement_counts
 from guestcpu.fleet.store import Store, StoreError, open_store
 from guestcpu.fleet.view import FleetView, PinView
 from guestcpu.fleet.whatif import WhatIf
@@ -28,9 +29,11 @@ from guestcpu.lifecycle.pin import Pin, pin_from_document
 
 __all__ = [
     "AddReport", "Frozen", "HostHistory", "HostList", "Store", "StoreError", "add_hosts", "add_pin", "baseline",
-    "freeze", "history", "hosts", "levels", "load_view", "open_store", "what_if", "where",
+    "freeze", "history", "hosts", "levels", "load_view", "open_store", "what_if", "where", "where_counts",
 ]
 
+#: hosts per multi-row insert of a bulk load
+BULK_ROWS = 500
 #: one input: (where it came from, its bytes, the host name to use or None for the file's own)
 HostInput = tuple[str, bytes, str | None]
 
@@ -58,17 +61,28 @@ def add_hosts(
     """
     results: list[AddResult] = []
     seen: set[str] = set()
+    batch: list[HostRecord] = []
     with store.transaction() as session:
         inventory = Inventory(session)
-        known = inventory.known_digests()
+        # digests already checked: stored ones and those of this batch (each profile is parsed once)
+        known: dict[str, object] = dict(inventory.known_digests())
         for source, data, name in inputs:
             record = record_from_bytes(data, source, catalog, name=name, known_digests=known)
+            known.update((p.digest, None) for p in record.profiles.values())
             if record.name in seen:
                 raise StoreError(f"host {record.name} is given twice ({source}); nothing was added")
             seen.add(record.name)
-            results.append(inventory.add_host(record, cluster=cluster, tags=tags, force=force, new=new_hosts))
+            if new_hosts:
+                batch.append(record)
+                if len(batch) >= BULK_ROWS:
+                    results += inventory.add_new_hosts(batch, cluster=cluster, tags=tags, force=force)
+                    batch = []
+            else:
+                results.append(inventory.add_host(record, cluster=cluster, tags=tags, force=force))
             if progress is not None:
                 progress()
+        if batch:
+            results += inventory.add_new_hosts(batch, cluster=cluster, tags=tags, force=force)
     return AddReport(tuple(results))
 
 
@@ -115,6 +129,16 @@ def where(
     view = load_view(store)
     pins = resolve_pins(view, names, files) if (names or files) else list(view.pins)
     return where_pins(view.in_cluster(cluster), pins, purpose=purpose)
+
+
+def where_counts(
+    store: Store, names: Sequence[str] = (), *, files: Sequence[tuple[str, Any]] = (), cluster: str | None = None,
+    purpose: str = "migrate",
+) -> PlacementCounts:
+    """How many hosts can take each pin: ``where`` at fleet scale, without the per-host reasons."""
+    view = load_view(store)
+    pins = resolve_pins(view, names, files) if (names or files) else list(view.pins)
+    return placement_counts(view.in_cluster(cluster), pins, purpose=purpose)
 
 
 @dataclass(frozen=True)

@@ -189,6 +189,16 @@ def _mixed_vendor_baseline(reps: Sequence[tuple[str, QemuCaps]], catalog: Catalo
                    best.name)
 
 
+def prepare(view: FleetView, catalog: Catalog, accel: str = "kvm") -> None:
+    """Derive each profile's facts once (offer, known features, host-model), as a loaded inventory keeps them."""
+    for profile in view.profiles.values():
+        if profile.caps.accel == accel:
+            offered_bits(profile.caps, catalog, migratable=True)
+            known_bits(profile.caps, catalog)
+            if profile.caps.host_static is not None:
+                host_model(profile.caps, catalog)
+
+
 def _vendor(caps: QemuCaps) -> object:
     return caps.host_static.get("vendor") if caps.host_static else None
 
@@ -258,7 +268,7 @@ def fleet_baseline(
                 for bit in iter_bits(union & ~common & ~result.features)]
     left_out.sort(key=lambda item: (item.count, item.feature))
     unused = catalog.names(common & ~result.features)
-    results = []
+    per_profile = []
     for i, digest in enumerate(digests):
         verdict = judged.get(digest)
         if verdict is not None:
@@ -267,13 +277,9 @@ def fleet_baseline(
         else:
             ok = bool(fits[i])
             value = ("superset" if usable[i] & ~result.features else "identical") if ok else "incompatible"
-        results.append((ok, value))
-    verdicts = []
-    for host, i in zip(hosts, host_index, strict=True):
-        ok, value = results[i]
-        profile = view.profiles[digests[i]]
-        note = "" if profile.verified else DOMCAPS_NOTE
-        verdicts.append(HostVerdict(host.name, value, profile.verified and ok, note))
+        verified = view.profiles[digest].verified
+        per_profile.append((value, verified and ok, "" if verified else DOMCAPS_NOTE))
+    verdicts = [HostVerdict(host.name, *per_profile[i]) for host, i in zip(hosts, host_index.tolist(), strict=True)]
     return FleetBaseline(
         cluster=cluster, accel=accel, model=result.qemu_model, level=result.level, cpu=result.cpu,
         features=tuple(catalog.names(result.features)), left_out=tuple(left_out),

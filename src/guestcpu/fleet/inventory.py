@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from guestcpu.errors import InputError
@@ -134,33 +134,12 @@ class Inventory:
 
     def add_host(
         self, record: HostRecord, *, cluster: str | None = None, tags: Sequence[str] = (), force: bool = False,
-        existing: db.Host | None = None, new: bool = False,
     ) -> AddResult:
-        """Add ``record``, or make it the current state of the host of that name (the old one stays as history).
-
-        ``new=True`` promises the host is not in the store yet (a bulk add of new hosts skips the look-up).
-        """
-        host = existing
-        if host is None and not new:
-            host = self.session.scalars(select(db.Host).where(db.Host.name == record.name)).first()
+        """Add ``record``, or make it the current state of the host of that name (the old one stays as history)."""
+        host = self.session.scalars(select(db.Host).where(db.Host.name == record.name)).first()
         cluster_name = cluster or (host.cluster.name if host is not None else DEFAULT_CLUSTER)
         cluster_row = self.cluster(cluster_name, create=True)
-        operational, note = True, ""
-        frozen = self.frozen_pin(cluster_row)
-        if frozen is not None:
-            accel = frozen.abi.accel
-            profile = record.profiles.get(accel)
-            caps = profile.caps(f"{record.name} ({accel})") if profile else None
-            verdict = check_destination(frozen, caps, purpose="migrate", destination=record.name,
-                                        unavailable=record.unavailable.get(accel))
-            if not verdict.ok:
-                why = "; ".join(verdict.reasons)
-                if not force:
-                    raise AdmissionError(
-                        f"host {record.name} cannot give the frozen CPU of cluster {cluster_name} "
-                        f"({frozen.abi.model}): {why}; nothing was added (use --force to add it as non-operational)"
-                    )
-                operational, note = False, f"cannot give the frozen CPU of cluster {cluster_name}: {why}"
+        operational, note = self._admission(record, cluster_name, self.frozen_pin(cluster_row), force)
         rows = {accel: self._profile_row(profile) for accel, profile in record.profiles.items()}
         changes: list[str] = []
         seq = 1
@@ -189,6 +168,61 @@ class Inventory:
         self.session.add(state)
         host.current = state
         return AddResult(record.name, cluster_name, replaced, operational, tuple(changes), note)
+
+    def add_new_hosts(
+        self, records: Sequence[HostRecord], *, cluster: str | None = None, tags: Sequence[str] = (),
+        force: bool = False,
+    ) -> list[AddResult]:
+        """Add hosts that are not in the store yet, in three multi-row statements (a bulk load).
+
+        The same rules as ``add_host`` (admission into a frozen cluster, shared profiles);
+        a host that exists already fails on the unique name, and the caller's
+        transaction rolls back whole.
+        """
+        cluster_name = cluster or DEFAULT_CLUSTER
+        cluster_row = self.cluster(cluster_name, create=True)
+        frozen = self.frozen_pin(cluster_row)
+        admitted = [self._admission(record, cluster_name, frozen, force) for record in records]
+        profiles = [{a: self._profile_row(p) for a, p in record.profiles.items()} for record in records]
+        self.session.flush()  # ids of the cluster and of new profiles
+        host_ids = self.session.scalars(
+            insert(db.Host).returning(db.Host.id, sort_by_parameter_order=True),
+            [{"name": r.name, "cluster_id": cluster_row.id, "tags": sorted(set(tags)), "operational": ok,
+              "status_note": note, "created_at": db.utcnow()} for r, (ok, note) in zip(records, admitted, strict=True)],
+        ).all()
+        now = db.utcnow()
+        state_ids = self.session.scalars(
+            insert(db.HostState).returning(db.HostState.id, sort_by_parameter_order=True),
+            [{"host_id": host_id, "seq": 1, "recorded_at": now, "source": r.source, "hostname": r.hostname,
+              "kernel": r.kernel, "captured_at": r.captured_at, "qemu_version": r.qemu_version, "cpu": dict(r.cpu),
+              "facts": dict(r.facts), "unavailable": dict(r.unavailable),
+              "kvm_profile_id": rows["kvm"].id if "kvm" in rows else None,
+              "tcg_profile_id": rows["tcg"].id if "tcg" in rows else None, "changes": []}
+             for host_id, r, rows in zip(host_ids, records, profiles, strict=True)],
+        ).all()
+        self.session.execute(  # ORM bulk UPDATE by primary key
+            update(db.Host), [{"id": h, "current_state_id": s} for h, s in zip(host_ids, state_ids, strict=True)])
+        return [AddResult(r.name, cluster_name, False, ok, (), note)
+                for r, (ok, note) in zip(records, admitted, strict=True)]
+
+    def _admission(self, record: HostRecord, cluster: str, frozen: Pin | None, force: bool) -> tuple[bool, str]:
+        """(operational, why not): can ``record`` give the frozen CPU of its cluster?"""
+        if frozen is None:
+            return True, ""
+        accel = frozen.abi.accel
+        profile = record.profiles.get(accel)
+        caps = profile.caps(f"{record.name} ({accel})") if profile else None
+        verdict = check_destination(frozen, caps, purpose="migrate", destination=record.name,
+                                    unavailable=record.unavailable.get(accel))
+        if verdict.ok:
+            return True, ""
+        why = "; ".join(verdict.reasons)
+        if not force:
+            raise AdmissionError(
+                f"host {record.name} cannot give the frozen CPU of cluster {cluster} ({frozen.abi.model}): {why}; "
+                "nothing was added (use --force to add it as non-operational)"
+            )
+        return False, f"cannot give the frozen CPU of cluster {cluster}: {why}"
 
     def _changes(self, previous: db.HostState, record: HostRecord, rows: Mapping[str, db.Profile]) -> list[str]:
         changes = []

@@ -142,10 +142,17 @@ def verdict_for(view: FleetView, host: HostView, pin: Pin, purpose: str) -> tupl
     return verdict, tuple(reasons)
 
 
-def pin_key(pin: Pin) -> tuple[object, ...]:
-    """What a verdict depends on: the ABI (its fingerprint) and the policy bits the rules read."""
+def pin_key(pin: Pin, fingerprints: dict[int, str] | None = None) -> tuple[object, ...]:
+    """What a verdict depends on: the ABI (its fingerprint) and the policy bits the rules read.
+
+    ``fingerprints`` remembers the hash per ABI object: guests sharing one pin hash it once.
+    """
+    if fingerprints is None:
+        fingerprint = pin.fingerprint
+    else:
+        fingerprint = fingerprints.get(id(pin.abi)) or fingerprints.setdefault(id(pin.abi), pin.fingerprint)
     host = tuple(sorted((pin.host or {}).get("props", {}).items())) if pin.passthrough else ()
-    return (pin.fingerprint, pin.policy.match, pin.policy.recompute, pin.policy.mode, host)
+    return (fingerprint, pin.policy.match, pin.policy.recompute, pin.policy.mode, host)
 
 
 @dataclass
@@ -174,8 +181,9 @@ def placement_table(view: FleetView, pins: Sequence[PinView], purpose: str) -> P
     keys: dict[tuple[object, ...], int] = {}
     unique: list[Pin] = []
     rows = np.empty(len(pins), dtype=np.intp)
+    fingerprints: dict[int, str] = {}
     for i, item in enumerate(pins):
-        key = pin_key(item.pin)
+        key = pin_key(item.pin, fingerprints)
         found = keys.get(key)
         if found is None:
             found = keys[key] = len(unique)
@@ -226,3 +234,34 @@ def where(view: FleetView, pins: Sequence[PinView], *, purpose: str = "migrate")
         placements.append(PinPlacement(item.name, item.pin.fingerprint, accel, item.host, tuple(ok_hosts),
                                        tuple(refused)))
     return Placement(purpose, tuple(placements))
+
+
+@dataclass(frozen=True)
+class PlacementCounts:
+    """How many hosts can take each pin: the fleet-scale form of ``where`` (no per-host reasons)."""
+
+    purpose: str
+    names: tuple[str, ...]
+    counts: tuple[int, ...]
+    hosts: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"purpose": self.purpose, "hosts": self.hosts,
+                "pins": [{"pin": n, "hosts_ok": c} for n, c in zip(self.names, self.counts, strict=True)]}
+
+
+def where_counts(view: FleetView, pins: Sequence[PinView], *, purpose: str = "migrate") -> PlacementCounts:
+    table = placement_table(view, pins, purpose)
+    column = {d: j for j, d in enumerate(table.digests)}
+    per_row: list[int] = [0] * len(pins)
+    if table.digests:
+        by_accel: dict[str, np.ndarray] = {}  # type: ignore[type-arg]
+        for accel in sorted({p.pin.abi.accel for p in pins}):
+            hosts_per_profile = np.zeros(len(table.digests), dtype=np.int64)
+            for host in view.hosts:
+                digest = host.profiles.get(accel)
+                if host.operational and digest is not None:
+                    hosts_per_profile[column[digest]] += 1
+            by_accel[accel] = table.counts(hosts_per_profile)
+        per_row = [int(by_accel[p.pin.abi.accel][i]) for i, p in enumerate(pins)]
+    return PlacementCounts(purpose, tuple(p.name for p in pins), tuple(per_row), len(view.hosts))

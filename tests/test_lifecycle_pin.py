@@ -488,3 +488,18 @@ def test_bad_guest_definitions(xml: bytes, message: str) -> None:
 
     with pytest.raises(InputError, match=message):
         parse_guest(xml, "guest.xml")
+
+
+def test_passthrough_feature_requests_are_judged_as_properties_not_the_request_key() -> None:
+    """A host-passthrough pin's own requests (``requested-features``) are checked by feature name at the destination."""
+    from dataclasses import replace
+
+    from guestcpu.lifecycle.abi import REQUESTED_KEY
+    from guestcpu.lifecycle.compat import absent_properties
+
+    abi = make_abi(mode="host-passthrough", model="host", props={REQUESTED_KEY: {"arch-capabilities": False}})
+    caps = replace(make_caps(), cpu_properties=frozenset({*FEATURES, "vendor"}))
+    known = frozenset(FEATURES)
+    assert absent_properties(make_pin(abi, mode="host-passthrough"), caps, known) == {"arch-capabilities"}
+    caps = replace(caps, cpu_properties=frozenset({*FEATURES, "arch-capabilities"}))
+    assert absent_properties(make_pin(abi, mode="host-passthrough"), caps, known) == set()

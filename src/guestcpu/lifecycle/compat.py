@@ -147,9 +147,11 @@ def absent_properties(pin: Pin, caps: QemuCaps, known: frozenset[str]) -> set[st
     requested = abi.props.get(REQUESTED_KEY)
     # host-passthrough/maximum: the user's own feature requests go on -cpu too
     features = [*abi.features, *(requested if isinstance(requested, dict) else ())]
-    absent = {name for name in features if name not in known}
+    absent: set[str] = set()
     for name in (*features, *(key for key in abi.props if key != REQUESTED_KEY)):
-        if caps.has_property(abi.model, name) is False:
+        found = caps.has_property(abi.model, name)
+        # without recorded property lists only the feature names QEMU reported can be judged
+        if found is False or (found is None and name in features and name not in known):
             absent.add(name)
     return absent
 

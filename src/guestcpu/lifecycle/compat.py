@@ -144,12 +144,14 @@ def absent_properties(pin: Pin, caps: QemuCaps, known: frozenset[str]) -> set[st
     ones know only the feature names, so the pin's machine properties go unjudged.
     """
     abi = pin.abi
-    absent = {name for name in abi.features if name not in known}
-    # requested-features holds host-passthrough's own feature requests, not a property itself
     requested = abi.props.get(REQUESTED_KEY)
-    props = [key for key in abi.props if key != REQUESTED_KEY]
-    for name in (*abi.features, *props, *(requested if isinstance(requested, dict) else ())):
-        if caps.has_property(abi.model, name) is False:
+    # host-passthrough/maximum: the user's own feature requests go on -cpu too
+    features = [*abi.features, *(requested if isinstance(requested, dict) else ())]
+    absent: set[str] = set()
+    for name in (*features, *(key for key in abi.props if key != REQUESTED_KEY)):
+        found = caps.has_property(abi.model, name)
+        # without recorded property lists only the feature names QEMU reported can be judged
+        if found is False or (found is None and name in features and name not in known):
             absent.add(name)
     return absent
 

@@ -19,6 +19,43 @@ HOST_MODELS = frozenset({"host", "max"})
 ALWAYS_NON_MIGRATABLE = frozenset({"invtsc"})
 
 
+#: QEMU's feature dependencies (target/i386/cpu.c ``feature_dependencies``): a feature of
+#: an MSR word or sub-leaf exists for the guest only with the CPUID bit that enables it.
+#: QEMU does not list the dependents among a model's unavailable features when it filters
+#: the gate (QEMU 10's YongFeng-v2 under TCG: ``arch-capabilities`` blocked, ``rdctl-no``
+#: not), so a dependent counts as offered through a model only when its gate does too.
+_ARCH_CAPABILITIES = frozenset({
+    "rdctl-no", "ibrs-all", "rsba", "skip-l1dfl-vmentry", "ssb-no", "mds-no", "pschange-mc-no",
+    "tsx-ctrl", "taa-no", "mcu-control", "misc-package-ctrls", "energy-filtering-ctl", "doitm",
+    "sbdr-ssdp-no", "fbsdp-no", "psdp-no", "fb-clear", "rrsba", "bhi-no", "xapic-status",
+    "overclocking-status", "pbrsb-no", "gds-no", "rfds-no", "rfds-clear", "its-no",
+})
+_SVM = frozenset({
+    "npt", "lbrv", "svm-lock", "nrip-save", "tsc-scale", "vmcb-clean", "flushbyasid", "decodeassists",
+    "pause-filter", "pfthreshold", "avic", "v-vmsave-vmload", "vgif", "vnmi", "svme-addr-chk",
+})
+
+
+def gate_of(name: str) -> str | None:
+    """The CPUID feature without which QEMU clears ``name`` (None: ungated)."""
+    if name in _ARCH_CAPABILITIES:
+        return "arch-capabilities"
+    if name.startswith("vmx-"):
+        return "vmx"
+    if name in _SVM:
+        return "svm"
+    if name == "split-lock-detect":
+        return "core-capability"
+    if name == "full-width-write":
+        return "pdcm"
+    return None
+
+
+def _given(enabled: set[str]) -> set[str]:
+    """``enabled`` without the features whose gate is not enabled too."""
+    return {name for name in enabled if (gate := gate_of(name)) is None or gate in enabled}
+
+
 def supported_features(caps: QemuCaps) -> frozenset[str]:
     """QEMU property names of every feature ``caps``' accelerator can give a guest."""
     found: set[str] = set(caps.host_static.enabled) if caps.host_static else set()
@@ -26,7 +63,7 @@ def supported_features(caps: QemuCaps) -> frozenset[str]:
     for model in caps.models:
         # host and max stand for the host expansion itself (already counted above).
         if model.expansion is not None and model.name not in HOST_MODELS:
-            found |= set(model.expansion.enabled) - set(model.blockers)
+            found |= _given(set(model.expansion.enabled) - set(model.blockers))
     return frozenset(found)
 
 

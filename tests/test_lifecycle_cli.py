@@ -249,7 +249,7 @@ def test_unknown_machine_type_writes_nothing(good: dict[str, Path], tmp_path: Pa
         (["diff", "{pin}", "{host}"], "are not of the same kind"),
         (["diff", "{pin}", "{pin}", "--pins", "{tmp}"], "--pins goes with two captures"),
         (["diff", "{host}", "{host}", "--pins", "{tmp}"], "no pins (*.json written by 'guestcpu define') found"),
-        (["diff", "{guest}", "{pin}"], "is not JSON"),
+        (["diff", "{guest}", "{pin}"], "is not valid JSON"),
         (["start", "{pin}", "--qemu", "{tmp}/no-qemu"], "does not exist; pass an existing --qemu PATH"),
     ],
 )

@@ -200,7 +200,7 @@ def test_bad_pins_get_one_clear_message(edit: Any, message: str) -> None:
     edit(doc)
     with pytest.raises(PinError, match=message.replace("(", r"\(").replace(")", r"\)")):
         pin_from_document(doc, "PIN.json")
-    with pytest.raises(PinError, match="not JSON"):
+    with pytest.raises(PinError, match="not valid JSON"):
         loads_pin("{oops", "PIN.json")
 
 

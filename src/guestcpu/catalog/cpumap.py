@@ -64,8 +64,13 @@ def _parse_feature(node: Any) -> dict[str, Any]:
     }
 
 
+def _small_number(text: str | None) -> int | str | None:
+    return int(text) if text and text.isdigit() and len(text) <= 4 else text
+
+
 def _signature(node: Any) -> dict[str, Any]:
-    sig: dict[str, Any] = {"family": int(node.get("family")), "model": int(node.get("model"))}
+    # Anything but a small number is kept as text: the loader checks numbers and stepping ranges.
+    sig: dict[str, Any] = {key: _small_number(node.get(key)) for key in ("family", "model")}
     if node.get("stepping"):
         sig["stepping"] = node.get("stepping")
     return sig
@@ -138,7 +143,10 @@ def read_cpu_map(directory: Path) -> dict[str, Any]:
     features: list[dict[str, Any]] = []
     raw_models: list[dict[str, Any]] = []
     for include in arch.iter("include"):
-        path = directory / include.get("filename", "")
+        filename = include.get("filename", "")
+        if not filename or "/" in filename or filename.startswith("."):
+            raise InputError(f"{index_path} includes {filename!r}; expected a file name inside {directory}")
+        path = directory / filename
         if not path.is_file():
             raise InputError(f"{index_path} includes {path.name}, which does not exist")
         root = parse_xml_file(path)

@@ -22,22 +22,54 @@ SCHEMA = 1
 _DROPIN_ORDER_BASE = 100_000
 
 
-def parse_steppings(text: str | None) -> int | None:
-    """libvirt's stepping list ``'0-3,5'`` as a bitmap."""
+#: CPUID's stepping field is 4 bits; family (base + extended) at most 15 + 255; model 8 bits.
+MAX_STEPPING = 15
+MAX_FAMILY = 15 + 255
+MAX_MODEL = 255
+
+
+def parse_steppings(text: str | None, where: str = "") -> int | None:
+    """libvirt's stepping list ``'0-3,5'`` as a bitmap; each range is checked before it is expanded."""
     if not text:
         return None
+    place = f"{where}: " if where else ""
     bitmap = 0
-    for part in text.split(","):
-        lo, _, hi = part.partition("-")
-        for s in range(int(lo), int(hi or lo) + 1):
-            bitmap |= 1 << s
+    for part in str(text).split(","):
+        lo_text, dash, hi_text = part.strip().partition("-")
+        if not lo_text.isdigit() or (dash and not hi_text.isdigit()) or len(lo_text) > 3 or len(hi_text) > 3:
+            raise InputError(f"{place}stepping '{text}' is not a list of steppings; expected e.g. '0-3,5'")
+        lo, hi = int(lo_text), int(hi_text or lo_text)
+        if not lo <= hi <= MAX_STEPPING:
+            raise InputError(
+                f"{place}stepping range '{part.strip()}' in '{text}' is outside 0-{MAX_STEPPING} "
+                "(CPUID's stepping is 4 bits) or backwards"
+            )
+        bitmap |= ((1 << (hi - lo + 1)) - 1) << lo
     return bitmap
 
 
-def _signatures(docs: Iterable[dict[str, Any]]) -> tuple[ModelSignature, ...]:
-    return tuple(
-        ModelSignature(int(s["family"]), int(s["model"]), parse_steppings(s.get("stepping"))) for s in docs
-    )
+def _bounded_int(value: Any, limit: int, what: str, where: str) -> int:
+    text = str(value)
+    if isinstance(value, bool) or not (isinstance(value, int) or (text.isdigit() and len(text) <= 4)):
+        raise InputError(f"{where}: signature {what} {text[:20]!r} is not a number; expected 0-{limit}")
+    number = int(value)
+    if not 0 <= number <= limit:
+        raise InputError(f"{where}: signature {what} {number} is outside 0-{limit}")
+    return number
+
+
+def _signatures(docs: Iterable[dict[str, Any]], where: str = "") -> tuple[ModelSignature, ...]:
+    place = where or "a model"
+    found = []
+    for s in docs:
+        if not isinstance(s, dict) or "family" not in s or "model" not in s:
+            raise InputError(f"{place}: every signature needs 'family' and 'model' (and optionally 'stepping')")
+        found.append(ModelSignature(
+            _bounded_int(s["family"], MAX_FAMILY, "family", place),
+            _bounded_int(s["model"], MAX_MODEL, "model", place),
+            parse_steppings(s.get("stepping"), place),
+        ))
+    return tuple(found)
 
 
 # -- built-in data ---------------------------------------------------------------------
@@ -64,12 +96,9 @@ def _feature_from_doc(index: int, doc: dict[str, Any]) -> Feature:
 
 
 def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{path} is not valid JSON: {exc.msg} at line {exc.lineno}") from None
-    except OSError as exc:
-        raise InputError(f"cannot read {path}: {exc.strerror}") from None
+    from guestcpu.formats.files import read_json
+
+    return read_json(path, "a drop-in models file (JSON)")
 
 
 def _releases(doc: Any) -> QemuReleases | None:
@@ -149,7 +178,9 @@ def _read_dropin(path: Path) -> list[dict[str, Any]]:
         import tomllib
 
         try:
-            doc = tomllib.loads(path.read_text())
+            from guestcpu.formats.files import read_text
+
+            doc = tomllib.loads(read_text(path, "a drop-in models file (TOML)"))
         except ValueError as exc:
             raise InputError(f"{path} is not valid TOML: {exc}") from None
     else:
@@ -201,7 +232,7 @@ def _dropin_model(entry: Any, path: Path, catalog: Catalog, order: int) -> CpuMo
             )
         identity = CpuidIdentity(**{**identity.__dict__, "model_id": str(entry["model_id"])})
     if "signatures" in entry:
-        signatures = _signatures(entry["signatures"])
+        signatures = _signatures(entry["signatures"], f"{where}: model '{name}'")
     base_name = entry.get("base")
     family = existing.family if existing else (base.family if base else name)
     return CpuModel(
@@ -287,7 +318,7 @@ def load_libvirt_cpu_map(directory: Path) -> Catalog:
             features=bits_of(m["features"], m["name"]),
             removed=bits_of(m["removed"], m["name"]),
             added=bits_of(m["added"], m["name"]),
-            signatures=_signatures(m["signatures"]),
+            signatures=_signatures(m["signatures"], f"{directory} model {m['name']}"),
             alias_of=m["alias_of"],
             version=version_of(m["name"]),
             family=family_of(m["name"]),

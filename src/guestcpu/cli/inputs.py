@@ -54,14 +54,10 @@ def cpuid_from_bytes(data: bytes, source: str) -> CpuidData | None:
 
 def _cpuid_from_capture(data: bytes, source: str) -> CpuidData:
     """The host CPUID recorded in a ``guestcpu capture`` document."""
-    import json
-
+    from guestcpu.formats.files import loads_json
     from guestcpu.formats.libvirt_xml import parse_cpudata
 
-    try:
-        doc = json.loads(data)
-    except ValueError as exc:
-        raise InputError(f"{source} is not valid JSON ({exc}); expected a 'guestcpu capture' document") from None
+    doc = loads_json(data, source, "a 'guestcpu capture' document")
     if not isinstance(doc, dict) or doc.get("schema") != "guestcpu/host-capture":
         raise InputError(
             f"{source} is JSON but not a 'guestcpu capture' document; expected schema 'guestcpu/host-capture', "

@@ -56,25 +56,30 @@ def _abi_lines(pin: Any) -> list[str]:
 @click.option("--machine", metavar="TYPE", help="Machine type (default: the domain's, else QEMU's default).")
 @click.option("-o", "--output", required=True, metavar="PIN.json", help="Where to write the pin ('-': stdout).")
 @click.option("--libvirt-xml", "xml_output", metavar="FILE", help="Also write the pinned CPU as libvirt's live <cpu>.")
+@click.option("--force", is_flag=True, help="Replace a pin of another guest (another name or UUID) at -o.")
 @json_option
 @click.pass_context
 def define_cmd(
     ctx: click.Context, guest_file: str, existing: bool, binary: str | None, accel: str | None, machine: str | None,
-    output: str, xml_output: str | None, as_json: bool,
+    output: str, xml_output: str | None, force: bool, as_json: bool,
 ) -> None:
     """Pin a guest's CPU: every property explicit for its machine type, with an ABI fingerprint."""
+    from guestcpu.formats.files import Output, write_outputs
     from guestcpu.lifecycle.define import define
     from guestcpu.lifecycle.definition import parse_guest
-    from guestcpu.lifecycle.documents import write_document
+    from guestcpu.lifecycle.documents import check_pin_owner, document_output
     from guestcpu.lifecycle.pin import pin_to_document
 
     catalog = load_catalog_for(ctx)
     guest = parse_guest(read_input(guest_file), guest_file)
+    check_pin_owner(output, guest.name, guest.uuid, force)
     pin = define(guest, catalog, binary=binary, accel=accel, machine=machine, existing=existing)
     document = pin_to_document(pin)
+    outputs = [document_output(output, document, what="a pin")]
     if xml_output is not None:
-        _write_text(xml_output, pin.libvirt_cpu)
-    write_document(output, document)
+        outputs.append(Output(xml_output, pin.libvirt_cpu, what="libvirt <cpu> XML"))
+    # Both or neither: the XML is not written when the pin cannot be.
+    write_outputs(outputs)
     if output == "-":
         _warn(pin.warnings)
         return
@@ -85,18 +90,6 @@ def define_cmd(
     click.echo(f"pinned {guest.name or guest_file} -> {output}")
     for line in _abi_lines(pin):
         click.echo(line)
-
-
-def _write_text(path: str, text: str) -> None:
-    from guestcpu.qemu.cache import write_atomic
-
-    target = Path(path)
-    if not target.parent.exists() or target.is_dir():
-        raise InputError(f"cannot write {path}: not a file in an existing directory")
-    try:
-        write_atomic(target, text.encode())
-    except OSError as exc:
-        raise InputError(f"cannot write {path}: {exc.strerror}") from None
 
 
 # -- start --------------------------------------------------------------------------
@@ -188,14 +181,23 @@ def start_cmd(
 @click.option("-o", "--output", required=True, metavar="HOST.json", help="Where to write the capture ('-': stdout).")
 @qemu_option
 @click.option("--refresh", is_flag=True, help="Probe QEMU again instead of using the capabilities cache.")
+@click.option("--mode", "file_mode", default="0600", show_default=True, metavar="OCTAL",
+              help="Permissions of a new capture file (minus the umask): it describes this host (hostname, kernel, "
+              "CPUID), so it is private unless asked otherwise, e.g. --mode 0644.")
 @json_option
-def capture_cmd(output: str, binary: str | None, refresh: bool, as_json: bool) -> None:
+def capture_cmd(output: str, binary: str | None, refresh: bool, file_mode: str, as_json: bool) -> None:
     """This host's CPUID and QEMU capabilities (KVM and TCG) as one portable document."""
     from guestcpu.lifecycle.capture import capture_host, capture_to_document
     from guestcpu.lifecycle.documents import write_document
 
+    try:
+        mode = int(file_mode, 8)
+    except ValueError:
+        mode = -1
+    if not 0 <= mode <= 0o777:
+        raise InputError(f"--mode {file_mode!r} is not a file mode; expected octal permissions such as 0600 or 0644")
     capture = capture_host(binary, refresh=refresh)
-    write_document(output, capture_to_document(capture))
+    write_document(output, capture_to_document(capture), mode)
     summary = {
         "output": output,
         "hostname": capture.hostname,

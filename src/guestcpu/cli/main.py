@@ -100,9 +100,18 @@ def cli(ctx: click.Context, catalog_libvirt: str | None, models_dirs: tuple[str,
     ctx.obj = {"catalog_libvirt": catalog_libvirt, "models_dirs": models_dirs or None}
 
 
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: Any = None, line: str | None = None) -> None:
+    # One line, like the errors: no file name, line number or source line.
+    click.echo(f"guestcpu: warning: {message}", err=True)
+
+
 def main(argv: list[str] | None = None) -> None:
+    import warnings
+
     from guestcpu.errors import GuestCpuError
 
+    warnings.showwarning = _show_warning
     try:
         cli.main(args=argv, prog_name="guestcpu", standalone_mode=False)
     except GuestCpuError as exc:

@@ -154,16 +154,32 @@ def _signature(node: Any, source: str) -> tuple[int, int, int] | None:
     return (fam or 0, mod or 0, step or 0)
 
 
+#: No QEMU machine type takes more vCPUs than this (q35 in QEMU 10.0: 4096); the machine's own limit is
+#: checked where the machine type is known (``define``).
+MAX_VCPUS = 4096
+
+
 def _topology(node: Any, source: str) -> Topology | None:
     if node is None:
         return None
-    return Topology(
-        sockets=_int_attr(node, "sockets", source) or 1,
-        cores=_int_attr(node, "cores", source) or 1,
-        threads=_int_attr(node, "threads", source) or 1,
-        dies=_int_attr(node, "dies", source),
-        clusters=_int_attr(node, "clusters", source),
+    values: dict[str, int | None] = {}
+    for name in ("sockets", "dies", "clusters", "cores", "threads"):
+        value = _int_attr(node, name, source)
+        if value is not None and not 1 <= value <= MAX_VCPUS:
+            raise InputError(f"{source}: <topology {name}='{node.get(name)}'> must be between 1 and {MAX_VCPUS}")
+        values[name] = value
+    topology = Topology(
+        sockets=values["sockets"] or 1,
+        cores=values["cores"] or 1,
+        threads=values["threads"] or 1,
+        dies=values["dies"],
+        clusters=values["clusters"],
     )
+    total = topology.sockets * (topology.dies or 1) * (topology.clusters or 1) * topology.cores * topology.threads
+    if total > MAX_VCPUS:
+        raise InputError(f"{source}: the <topology> gives {total} vCPUs; no QEMU machine type takes more than "
+                         f"{MAX_VCPUS}")
+    return topology
 
 
 def _features(nodes: list[Any], cpu_type: CpuType, source: str) -> list[FeatureRequest]:

@@ -11,7 +11,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from guestcpu import __version__
@@ -159,10 +159,23 @@ def define(
 
     accel = accel or guest.accel or default_accel()
     target = load_target(binary, accel, machine or guest.machine, cache_dir=cache_dir, refresh=refresh, caps=caps)
+    check_vcpus(guest.topology, target.machine)
     pin: Pin = run_sync(
         pin_cpu_async(guest.cpu, target, catalog, existing=existing, topology=guest.topology, timeout=timeout)
     )
-    return pin
+    return replace(pin, name=guest.name, uuid=guest.uuid)
+
+
+def check_vcpus(topology: Topology | None, machine: MachineCaps) -> None:
+    """The guest's vCPU count within what its machine type takes (QEMU's cpu-max)."""
+    if topology is None or machine.cpu_max is None:
+        return
+    total = topology.sockets * (topology.dies or 1) * (topology.clusters or 1) * topology.cores * topology.threads
+    if total > machine.cpu_max:
+        raise InputError(
+            f"the guest has {total} vCPUs but machine type {machine.name} takes at most {machine.cpu_max}; "
+            "use fewer vCPUs or a machine type that takes more (q35)"
+        )
 
 
 def loose_cpu(pin: Pin) -> CpuDefinition | None:
@@ -180,4 +193,4 @@ def recompute(pin: Pin, target: Target, catalog: Catalog, timeout: float = DEFAU
             timeout=timeout,
         )
     )
-    return result
+    return replace(result, name=pin.name, uuid=pin.uuid)

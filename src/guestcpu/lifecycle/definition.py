@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from guestcpu.errors import InputError
-from guestcpu.formats.libvirt_xml import cpu_from_element
+from guestcpu.formats.libvirt_xml import MAX_VCPUS, cpu_from_element
 from guestcpu.formats.xmlsafe import parse_xml_bytes
 from guestcpu.model.cpu import CpuDefinition, CpuType, Topology
 
@@ -26,6 +26,8 @@ class GuestDefinition:
     arch: str | None = None
     accel: str | None = None
     name: str | None = None
+    #: the domain's <uuid> (lower-case, canonical form)
+    uuid: str | None = None
     #: the guest's CPU topology (from <cpu><topology>, else <vcpu> sockets; None: one vCPU)
     topology: Topology | None = None
 
@@ -61,7 +63,22 @@ def parse_guest(data: bytes, source: str) -> GuestDefinition:
         cpu = None
     name_node = root.find("name")
     name = (name_node.text or "").strip() if name_node is not None else None
-    return GuestDefinition(cpu=cpu, machine=machine, arch=arch, accel=accel, name=name or None, topology=topology)
+    return GuestDefinition(cpu=cpu, machine=machine, arch=arch, accel=accel, name=name or None,
+                           uuid=_uuid(root, source), topology=topology)
+
+
+def _uuid(root: Any, source: str) -> str | None:
+    import uuid
+
+    node = root.find("uuid")
+    text = (node.text or "").strip() if node is not None else ""
+    if not text:
+        return None
+    try:
+        return str(uuid.UUID(text))
+    except ValueError:
+        raise InputError(f"{source}: <uuid>{text[:40]}</uuid> is not a UUID; expected e.g. "
+                         "'c7a5fdbd-cdaf-9455-926a-d65c16db1809'") from None
 
 
 def _topology(root: Any, cpu: CpuDefinition | None, source: str) -> Topology | None:
@@ -73,8 +90,8 @@ def _topology(root: Any, cpu: CpuDefinition | None, source: str) -> Topology | N
             vcpus = int((vcpu_node.text or "").strip())
         except ValueError:
             raise InputError(f"{source}: <vcpu>{vcpu_node.text}</vcpu> is not a number of vCPUs") from None
-        if vcpus < 1:
-            raise InputError(f"{source}: <vcpu> must be at least 1")
+        if not 1 <= vcpus <= MAX_VCPUS:
+            raise InputError(f"{source}: <vcpu> must be between 1 and {MAX_VCPUS}")
     topology = cpu.topology if cpu is not None else None
     if topology is not None:
         total = topology.sockets * (topology.dies or 1) * (topology.clusters or 1) * topology.cores * topology.threads

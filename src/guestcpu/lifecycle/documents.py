@@ -1,18 +1,18 @@
 """Reading and writing the lifecycle's documents (pins, captures), with clear errors.
 
-Writes are atomic (a temporary file in the same directory, fsync, rename): a reader
-sees the old document or the new one, and a failure leaves nothing half-written.
+Writes go through ``formats.files.write_outputs``: atomic (a temporary file in the
+same directory, fsync, rename), never through a planted symlink, with the umask
+respected; a reader sees the old document or the new one, and a failure leaves
+nothing half-written.
 """
 
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 from typing import Any
 
 from guestcpu.errors import InputError
-from guestcpu.formats.files import read_json
+from guestcpu.formats.files import DEFAULT_MODE, Output, read_json, write_outputs
 from guestcpu.lifecycle import capture, pin
 from guestcpu.lifecycle.capture import HostCapture, capture_from_document
 from guestcpu.lifecycle.pin import Pin, pin_from_document
@@ -52,20 +52,32 @@ def read_document(path: str) -> Pin | HostCapture:
     )
 
 
-def write_document(path: str, data: Any) -> None:
-    """Write ``data`` as JSON to ``path`` atomically (``-``: standard output)."""
-    from guestcpu.qemu.cache import write_atomic
+def document_output(path: str, data: Any, mode: int = DEFAULT_MODE, what: str = "a document") -> Output:
+    """``data`` as the JSON text of an output file (written with ``formats.files.write_outputs``)."""
+    return Output(path, json.dumps(data, indent=2) + "\n", mode, what)
 
-    text = json.dumps(data, indent=2) + "\n"
-    if path == "-":
-        sys.stdout.write(text)
+
+def write_document(path: str, data: Any, mode: int = DEFAULT_MODE) -> None:
+    """Write ``data`` as JSON to ``path`` atomically (``-``: standard output)."""
+    write_outputs([document_output(path, data, mode)])
+
+
+def check_pin_owner(path: str, name: str | None, uuid: str | None, force: bool = False) -> None:
+    """Refuse to write a guest's pin over another guest's pin (another name or UUID) unless ``force``."""
+    if force or path == "-":
         return
-    target = Path(path)
-    if target.is_dir():
-        raise InputError(f"{path} is a directory; give a file name to write")
-    if not target.parent.exists():
-        raise InputError(f"cannot write {path}: directory {target.parent} does not exist")
     try:
-        write_atomic(target, text.encode())
-    except OSError as exc:
-        raise InputError(f"cannot write {path}: {exc.strerror}") from None
+        doc = read_json(path, "a pin")
+    except InputError:
+        return  # absent, or not JSON: nothing of another guest's to lose
+    if kind_of(doc) != PIN:
+        return
+    theirs = (doc.get("name"), doc.get("uuid"))
+    if theirs == (None, None) or theirs == (name, uuid):
+        return
+    def who(n: Any, u: Any) -> str:
+        return f"guest {n or '(no name)'} (uuid {u or 'none'})"
+    raise InputError(
+        f"{path} holds the pin of {who(*theirs)}, not of {who(name, uuid)}; give another -o file, or --force "
+        "to replace it"
+    )

@@ -168,6 +168,9 @@ class Pin:
     libvirt_cpu: str = ""
     #: what define learnt on the way (blockers on this host, ignored policies, ...)
     warnings: tuple[str, ...] = ()
+    #: the guest's <name> and <uuid> from its domain XML: whose pin this is
+    name: str | None = None
+    uuid: str | None = None
 
     @property
     def fingerprint(self) -> str:
@@ -190,6 +193,8 @@ def pin_to_document(pin: Pin) -> dict[str, Any]:
         "host": dict(pin.host) if pin.host is not None else None,
         "warnings": list(pin.warnings),
         "libvirt_cpu": pin.libvirt_cpu,
+        "name": pin.name,
+        "uuid": pin.uuid,
     }
 
 
@@ -300,6 +305,9 @@ def pin_from_document(doc: Any, source: str = "pin") -> Pin:
         notes=tuple(str(n) for n in resolution_doc.get("notes", ())),
     )
     host = doc.get("host")
+    for key in ("name", "uuid"):
+        if not isinstance(doc.get(key), (str, type(None))):
+            raise PinError(f"{source} is damaged: '{key}' is not a string")
     return Pin(
         abi=abi,
         policy=policy,
@@ -308,12 +316,16 @@ def pin_from_document(doc: Any, source: str = "pin") -> Pin:
         host=dict(host) if isinstance(host, dict) else None,
         libvirt_cpu=str(doc.get("libvirt_cpu", "")),
         warnings=tuple(str(w) for w in doc.get("warnings", ())),
+        name=doc.get("name"),
+        uuid=doc.get("uuid"),
     )
 
 
 def loads_pin(text: str, source: str) -> Pin:
+    from guestcpu.formats.files import loads_json
+
     try:
-        doc = json.loads(text)
-    except ValueError as exc:
-        raise PinError(f"{source} is not JSON ({exc}); expected a pin written by 'guestcpu define'") from None
+        doc = loads_json(text, source, "a pin written by 'guestcpu define'")
+    except InputError as exc:
+        raise PinError(str(exc)) from None
     return pin_from_document(doc, source)

@@ -140,10 +140,13 @@ def _fall_back(cpu: CpuDefinition, caps: QemuCaps, catalog: Catalog) -> CpuDefin
 
 
 def _check_vendor(cpu: CpuDefinition, caps: QemuCaps, catalog: Catalog) -> None:
-    """``<vendor>`` requires a host of that vendor (KVM only: TCG does not look at the host)."""
-    if cpu.vendor is None or caps.accel != "kvm" or caps.host_static is None:
+    """``<vendor>`` must be a catalog vendor, and requires a host of that vendor (KVM only: TCG does not
+    look at the host)."""
+    if cpu.vendor is None:
         return
-    wanted = catalog.vendor(cpu.vendor, "guest CPU")
+    wanted = catalog.vendor(cpu.vendor, "the guest CPU's <vendor>")
+    if caps.accel != "kvm" or caps.host_static is None:
+        return
     host_string = caps.host_static.get("vendor")
     if host_string != wanted.string:
         raise GuestCpuError(

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from guestcpu.catalog.catalog import Catalog
+from guestcpu.errors import GuestCpuError
 from guestcpu.lifecycle.argv import check_extra_args, guest_args
 from guestcpu.lifecycle.define import Target, recompute
 from guestcpu.lifecycle.live import LiveCpu, PinMismatchError, compare_live, read_live
@@ -37,6 +38,11 @@ def plan_start(
     pin: Pin, target: Target, catalog: Catalog, *, fresh: bool, timeout: float = DEFAULT_TIMEOUT
 ) -> StartPlan:
     """The pin this start runs with: recomputed only for a fresh start of a host-relative guest."""
+    if pin.abi.arch != target.caps.arch:
+        raise GuestCpuError(
+            f"the pin is for a {pin.abi.arch} guest but QEMU {target.binary} was probed as {target.caps.arch}; "
+            f"start it with a qemu-system-{pin.abi.arch} binary"
+        )
     if fresh and pin.policy.recompute:
         renewed = recompute(pin, target, catalog, timeout)
         return StartPlan(renewed, True, pin.fingerprint)

@@ -5,9 +5,12 @@
 * QEMU's stderr goes to a private file; when QEMU dies during start-up the error
   carries its last lines;
 * QEMU runs in its own session (process group) with ``PR_SET_PDEATHSIG``, and the
-  group is always terminated and reaped: on success, on errors, on timeouts and on
-  Ctrl-C (cancellation).  A wrapper script that forks (``sh -c 'sleep 600'``) leaves
-  no orphan either.
+  group is always terminated and reaped: on success, on errors, on timeouts, on
+  Ctrl-C and on SIGTERM/SIGHUP (``run_sync`` turns those into the same cancellation,
+  then exits 128+signal with one message).  A wrapper script that forks
+  (``sh -c 'sleep 600'``) leaves no orphan either, even when a child moved to a new
+  session (``setsid``): guestcpu is a child subreaper (``PR_SET_CHILD_SUBREAPER``),
+  and every descendant of QEMU, whatever its session, is stopped, killed and reaped.
 
 The QMP protocol itself is the ``qemu.qmp`` library's job; this module only adds
 process control, timeouts and clear errors.
@@ -20,6 +23,7 @@ import contextlib
 import ctypes
 import logging
 import os
+import secrets
 import shutil
 import signal
 import tempfile
@@ -64,6 +68,15 @@ class QemuStartError(QemuError):
 
 class QemuTimeoutError(QemuError):
     pass
+
+
+class TerminatedError(GuestCpuError):
+    """guestcpu got SIGTERM or SIGHUP while QEMU ran: QEMU was stopped; exit 128 + the signal."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        self.exit_status = 128 + signum
+        super().__init__(f"stopped by {signal.Signals(signum).name}; QEMU was asked to quit and is gone")
 
 
 class QmpCommandError(QemuError):
@@ -155,6 +168,100 @@ def _set_pdeathsig() -> None:  # runs in the child between fork and exec
         pass
 
 
+_PR_SET_CHILD_SUBREAPER = 36
+_subreaper = False
+
+
+def become_subreaper() -> bool:
+    """Make this process the reaper of its orphaned descendants (Linux; True when it is).
+
+    A QEMU wrapper's child that left QEMU's session (``setsid``) and outlives its
+    parent is then re-parented to guestcpu rather than to init, so it can be reaped.
+    """
+    global _subreaper
+    if not _subreaper:
+        with contextlib.suppress(OSError, AttributeError):
+            _subreaper = ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    return _subreaper
+
+
+def _parents() -> dict[int, int]:
+    """pid -> parent pid of every process (from /proc)."""
+    found = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as fh:
+                stat_line = fh.read()
+        except OSError:
+            continue
+        # "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+        fields = stat_line[stat_line.rfind(b")") + 2:].split()
+        if len(fields) > 1:
+            found[int(entry)] = int(fields[1])
+    return found
+
+
+def _descendants(roots: set[int]) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for pid, ppid in _parents().items():
+        children.setdefault(ppid, []).append(pid)
+    found: set[int] = set()
+    todo = list(roots)
+    while todo:
+        for child in children.get(todo.pop(), ()):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+#: Environment variable every QEMU gets (and its children inherit): finds them in any session.
+TAG_VARIABLE = "GUESTCPU_QEMU_TAG"
+
+
+def _tagged(tag: str) -> set[int]:
+    """Processes whose environment carries ``tag`` (a QEMU's descendants that left its session)."""
+    needle = f"{TAG_VARIABLE}={tag}".encode()
+    found = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/environ", "rb") as fh:
+                    if needle in fh.read().split(b"\0"):
+                        found.add(int(entry))
+            except OSError:
+                continue
+    return found
+
+
+def _kill_tree(root: int, tag: str) -> None:
+    """SIGKILL every descendant of QEMU, in any session, and reap those re-parented to us.
+
+    A descendant is a child of ``root`` or of one found before, or a process carrying
+    QEMU's ``tag``.  They are stopped first (a stopped process cannot fork), until no
+    new one appears, then killed.
+    """
+    seen: set[int] = set()
+    for _ in range(8):
+        new = (_descendants({root} | seen) | _tagged(tag)) - seen - {os.getpid()}
+        if not new:
+            break
+        for pid in new:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGSTOP)
+        seen |= new
+    for pid in seen:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+    me = os.getpid()
+    parents = _parents() if seen else {}
+    for pid in seen:  # re-parented to this subreaper: ours to reap
+        with contextlib.suppress(ChildProcessError, OSError):
+            os.waitpid(pid, 0 if parents.get(pid) == me else os.WNOHANG)
+
+
 def _tail(path: Path, lines: int = _STDERR_TAIL_LINES) -> list[str]:
     try:
         data = path.read_bytes()[-8192:]
@@ -187,6 +294,7 @@ class QemuProcess:
     _proc: asyncio.subprocess.Process | None = field(default=None, init=False, repr=False)
     _qmp: Any = field(default=None, init=False, repr=False)
     _dir: Path | None = field(default=None, init=False, repr=False)
+    _tag: str = field(default_factory=lambda: f"{os.getpid()}-{secrets.token_hex(8)}", init=False, repr=False)
     greeting_version: dict[str, Any] = field(default_factory=dict, init=False)
 
     @property
@@ -226,6 +334,7 @@ class QemuProcess:
         self._qmp = _client_class()(self.name)
         await self._qmp.start_server(sock)
         argv = [self.binary, *self.args, "-qmp", f"unix:{sock}"]
+        become_subreaper()
         with open(self.stderr_path, "wb") as err:
             try:
                 self._proc = await asyncio.create_subprocess_exec(
@@ -235,6 +344,7 @@ class QemuProcess:
                     stderr=err,
                     start_new_session=True,
                     preexec_fn=_set_pdeathsig,
+                    env={**os.environ, TAG_VARIABLE: self._tag},
                 )
             except FileNotFoundError:
                 raise QemuNotFoundError(f"QEMU binary {self.binary} not found; pass --qemu PATH") from None
@@ -342,6 +452,8 @@ class QemuProcess:
             raise
         finally:
             _LIVE_GROUPS.discard(pgid)
+            # Children that left the group (setsid), wherever they were re-parented.
+            _kill_tree(pgid, self._tag)
 
 
 def base_args(machine: str, accel: str) -> list[str]:
@@ -349,9 +461,41 @@ def base_args(machine: str, accel: str) -> list[str]:
     return ["-machine", f"{machine},accel={accel}", "-nodefaults", "-no-user-config", "-display", "none"]
 
 
-def run_sync(coro: Any) -> Any:
-    """``asyncio.run`` that never leaves a QEMU behind, even on Ctrl-C."""
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+async def _stoppable(coro: Any) -> Any:
+    """``coro``, cancelled like Ctrl-C cancels it when SIGTERM or SIGHUP arrives (then ``TerminatedError``)."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    received: list[int] = []
+
+    def on_signal(signum: int) -> None:
+        if not received and task is not None:
+            received.append(signum)
+            task.cancel()
+
+    installed = []
+    for signum in _STOP_SIGNALS:
+        try:
+            loop.add_signal_handler(signum, on_signal, signum)
+            installed.append(signum)
+        except (ValueError, RuntimeError, NotImplementedError):
+            pass  # not the main thread: the caller handles signals
     try:
-        return asyncio.run(coro)
+        return await coro
+    except asyncio.CancelledError:
+        if received:
+            raise TerminatedError(received[0]) from None
+        raise
+    finally:
+        for signum in installed:
+            loop.remove_signal_handler(signum)
+
+
+def run_sync(coro: Any) -> Any:
+    """``asyncio.run`` that never leaves a QEMU behind, even on Ctrl-C, SIGTERM or SIGHUP."""
+    try:
+        return asyncio.run(_stoppable(coro))
     finally:
         reap_leftovers()

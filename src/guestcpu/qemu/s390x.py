@@ -67,14 +67,11 @@ def parse_model_spec(text: str) -> ModelSpec:
 
 
 def _spec_from_xml(path: str) -> ModelSpec:
+    from guestcpu.formats.files import read_bytes
     from guestcpu.formats.libvirt_xml import parse_cpu
     from guestcpu.model.cpu import Policy
 
-    try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        raise InputError(f"cannot read {path}: {exc.strerror}") from None
-    cpu = parse_cpu(data, path)
+    cpu = parse_cpu(read_bytes(path, "an s390x <cpu> XML"), path)
     if not cpu.model:
         raise InputError(f"{path}: the <cpu> has no <model>; s390x needs a model name such as 'z14'")
     props = {}

@@ -50,7 +50,7 @@ def test_models_come_from_each_qemu_and_are_cached_per_binary(s390x: QemuBinarie
         assert model is not None and model.usable == (not entry["unavailable-features"]), entry["name"]
     assert load_caps(s390x.s390x, "tcg", arch="s390x", cache_dir=tmp_path).status == "hit"
     # the other release's binary never answers from this one's cache entry
-    assert len(list(tmp_path.glob("*.json"))) == 1
+    assert len(list(tmp_path.glob("qemu-*.json"))) == 1
 
 
 def test_newer_qemu_defines_models_the_older_lacks(tmp_path: Path) -> None:
@@ -58,7 +58,7 @@ def test_newer_qemu_defines_models_the_older_lacks(tmp_path: Path) -> None:
         pytest.skip(f"needs both s390x binaries ({QEMU10_REASON or 'system qemu-system-s390x missing'})")
     old = {m.name for m in load_caps(SYSTEM_QEMU.s390x, "tcg", arch="s390x", cache_dir=tmp_path).caps.models}
     new = {m.name for m in load_caps(QEMU10.s390x, "tcg", arch="s390x", cache_dir=tmp_path).caps.models}
-    assert len(list(tmp_path.glob("*.json"))) == 2
+    assert len(list(tmp_path.glob("qemu-*.json"))) == 2
     assert old < new and "gen17a" in new - old
 
 

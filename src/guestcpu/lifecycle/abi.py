@@ -8,6 +8,7 @@ from typing import Any
 from guestcpu.errors import InputError
 from guestcpu.lifecycle.pin import DEFAULT_TOPOLOGY, Abi
 from guestcpu.model.cpu import Topology
+from guestcpu.model.cpumodel import release_key
 from guestcpu.qemu.machine import Expanded
 
 #: Guest-visible properties a machine type's compatibility settings change, beyond the
@@ -42,9 +43,14 @@ def build_abi(
     version: int | str | None,
     requested_features: Mapping[str, bool] | None = None,
     topology: Topology | None = None,
+    topology_features: frozenset[str] = frozenset(),
 ) -> Abi:
+    """``topology_features``: what the pinning QEMU shows on for this topology (``topology_reported``)."""
     static, full, model = expanded.static, expanded.full, expanded.model
     features = {name: value for name, value in static.items() if isinstance(value, bool)}
+    for name in topology_features:
+        if name in features:
+            features[name] = True
     props: dict[str, Any] = {key: full[key] for key in ABI_PROPS if key in full}
     if mode != "custom" and requested_features:
         props[REQUESTED_KEY] = dict(sorted(requested_features.items()))
@@ -66,6 +72,22 @@ def build_abi(
         props=props,
         topology=topology_json(topology),
     )
+
+
+#: From QEMU 10.0 the vCPU's feature words show ``ht`` (and, for AMD and Hygon, ``cmp-legacy``)
+#: whenever a socket has several logical CPUs, whatever ``-cpu`` says.  QEMU 7.2 sets both
+#: only when the guest reads CPUID (so the guest sees the same bits) and, under TCG, reports
+#: neither even when asked for them: the readback differs, not the guest.
+TOPOLOGY_REPORTED_FROM = (10, 0)
+_CMP_LEGACY_VENDORS = frozenset({"AuthenticAMD", "HygonGenuine"})
+
+
+def topology_reported(topology: Mapping[str, int], vendor: str, qemu_version: str) -> frozenset[str]:
+    """Features QEMU ``qemu_version`` shows on for a vCPU of this topology and vendor."""
+    per_socket = topology.get("dies", 1) * topology.get("clusters", 1) * topology.get("cores", 1)
+    if per_socket * topology.get("threads", 1) <= 1 or release_key(qemu_version)[:2] < TOPOLOGY_REPORTED_FROM:
+        return frozenset()
+    return frozenset({"ht", "cmp-legacy"} if vendor in _CMP_LEGACY_VENDORS else {"ht"})
 
 
 def topology_json(topology: Topology | None) -> dict[str, int]:

@@ -18,7 +18,7 @@ from guestcpu import __version__
 from guestcpu.catalog.catalog import Catalog
 from guestcpu.errors import InputError, suggest
 from guestcpu.formats.libvirt_xml import format_cpu, parse_cpu
-from guestcpu.lifecycle.abi import build_abi, topology_of
+from guestcpu.lifecycle.abi import build_abi, topology_json, topology_of, topology_reported
 from guestcpu.lifecycle.definition import GuestDefinition
 from guestcpu.lifecycle.libvirt_form import libvirt_xml
 from guestcpu.lifecycle.pin import Pin, PinPolicy, Resolution
@@ -106,10 +106,13 @@ async def pin_cpu_async(
         version=request.choice.version,
         requested_features=requested_features,
         topology=topology,
+        topology_features=topology_reported(
+            topology_json(topology), str(expanded.static.get("vendor", "")), target.caps.qemu_version),
     )
     caps = target.caps
     warnings = list(request.warnings)
-    missing = sorted(set(abi.required) - supported_features(caps))
+    missing = sorted(set(abi.required) - supported_features(caps) - topology_reported(
+        abi.topology, abi.vendor, caps.qemu_version))
     if missing:
         where = "TCG" if target.accel == "tcg" else "this host under KVM"
         warnings.append(f"{where} cannot give this CPU now (QEMU {caps.qemu_version}); missing: {', '.join(missing)}")

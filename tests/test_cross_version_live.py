@@ -112,7 +112,7 @@ def test_a_multi_thread_7_2_pin_is_judged_on_10_0_as_start_would(catalog: Catalo
         async with verified_guest(pin, new_bin, catalog, known=known_features(new)):
             pass
 
-    with pytest.raises(GuestCpuError, match="extra features: .*ht"):
+    with pytest.raises(GuestCpuError, match=r"extra features: .*ht"):
         run_sync(start_refused())
 
 

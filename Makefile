@@ -52,9 +52,14 @@ demo: debs-demo $(STAMP)
 	@echo "== can this host's QEMU run a Skylake-Client-v4 guest?  (the deciding features are named)"
 	printf "<cpu mode='custom' match='exact'><model>Skylake-Client-v4</model></cpu>\n" > $(VENV)/demo-guest.xml
 	$(BIN)/guestcpu compare --hypervisor $(VENV)/demo-guest.xml
-	@echo "== a CPU every host of a small fleet (this one + a Skylake server) can run, startable under TCG"
+	@echo "== a CPU every host of a small fleet (this one + a real server of its own vendor) can run, startable under TCG"
 	$(BIN)/guestcpu host > $(VENV)/demo-fleet.xml
-	$(BIN)/guestcpu host --cpuid tests/data/libvirt-11.3/cputestdata/x86_64-cpuid-Xeon-Gold-6148.xml >> $(VENV)/demo-fleet.xml
+	@# the peer is a real CPUID dump of this host's vendor (a fleet never mixes vendors)
+	vendor=$$(grep -m1 '^vendor_id' /proc/cpuinfo | sed 's/.*: *//'); \
+	case "$$vendor" in AuthenticAMD) peer=EPYC-7601-32-Core;; HygonGenuine) peer=Hygon-C86-7185-32-core;; \
+	  *) peer=Xeon-Gold-6148;; esac; \
+	echo "peer: $$peer ($$vendor)"; \
+	$(BIN)/guestcpu host --cpuid tests/data/libvirt-11.3/cputestdata/x86_64-cpuid-$$peer.xml >> $(VENV)/demo-fleet.xml
 	$(BIN)/guestcpu baseline --hypervisor --accel tcg $(VENV)/demo-fleet.xml > $(VENV)/demo-baseline.xml
 	cat $(VENV)/demo-baseline.xml
 	@echo "== start it paused under TCG and verify what the vCPU really got (check='full')"

@@ -83,3 +83,30 @@ def qemu_params() -> list[Any]:
 
 
 needs_qemu10 = pytest.mark.skipif(QEMU10 is None, reason=QEMU10_REASON)
+
+#: Two real CPUs of each vendor in libvirt's corpus (``-host.xml``: libvirt's host decode of the dump),
+#: so a test baselines CPUs a host of its own vendor could be part of a fleet with.
+HOSTS_BY_VENDOR = {
+    "GenuineIntel": ("Core-i7-4600U", "Core-i5-6600"),
+    "AuthenticAMD": ("EPYC-7601-32-Core", "Ryzen-7-1800X-Eight-Core"),
+    "HygonGenuine": ("Hygon-C86-7185-32-core", "Hygon-C86-7185-32-core"),
+}
+
+
+def host_vendor() -> str:
+    """This machine's CPUID vendor string (what /proc/cpuinfo reports)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("vendor_id"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "GenuineIntel"
+
+
+def same_vendor_hosts(vendor: str | None) -> list[Path]:
+    """Two corpus CPUs of ``vendor`` (TCG, which ignores the host: pass None for Intel's)."""
+    names = HOSTS_BY_VENDOR.get(vendor or "GenuineIntel")
+    if names is None:
+        pytest.skip(f"the corpus has no CPUs of vendor {vendor}")
+    return [CPUTESTDATA / f"x86_64-cpuid-{name}-host.xml" for name in names]

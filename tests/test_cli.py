@@ -362,6 +362,22 @@ def test_models_text_and_all(catalog: Catalog) -> None:
     assert "Dhyana" in out and "EPYC" not in out
 
 
+@pytest.mark.parametrize("spelling", ["amd", "AMD", "Amd"])
+def test_models_vendor_is_case_insensitive(spelling: str) -> None:
+    names = {m["name"] for m in run_json("models", "--vendor", spelling)["models"]}
+    assert "EPYC-Rome" in names and "Skylake-Client" not in names
+
+
+def test_model_machine_types_takes_qemu(tmp_path: Path) -> None:
+    missing = tmp_path / "no-qemu"
+    result = CliRunner().invoke(cli, ["model", "Westmere", "--machine-types", "--qemu", str(missing)])
+    assert result.exit_code == 1 and f"QEMU binary {missing} does not exist" in str(result.exception)
+    # GUESTCPU_QEMU means the same as --qemu, for the lifecycle commands too
+    for args in (["model", "Westmere", "--machine-types"], ["capture", "-o", str(tmp_path / "c.json")]):
+        result = CliRunner().invoke(cli, args, env={"GUESTCPU_QEMU": str(missing)})
+        assert result.exit_code == 1 and str(missing) in str(result.exception), (args, result.exception)
+
+
 def test_model_skylake_client_json() -> None:
     data = run_json("model", "Skylake-Client")
     assert data["name"] == "Skylake-Client"

@@ -149,7 +149,7 @@ def test_run_passes_the_topology_to_qemu(tmp_path: Path, env: dict[str, str]) ->
                   "<topology sockets='2' dies='1' cores='2' threads='2'/></cpu>")
     plan = guestcpu(["run", "--accel", "tcg", "--dry-run", guest], env)
     assert plan.returncode == 0, plan.stderr
-    assert "-smp 8,sockets=2,dies=1,cores=2,threads=2" in plan.stdout
+    assert "-smp 8,sockets=2,cores=2,threads=2" in plan.stdout  # dies=1 is QEMU's default
     run = guestcpu(["run", "--accel", "tcg", "--verify-only", guest], env)
     assert run.returncode == 0, run.stdout + run.stderr
 
@@ -188,15 +188,38 @@ def test_run_with_an_unknown_machine_type_names_close_ones(tmp_path: Path, env: 
 
 @pytest.mark.skipif(QEMU is None, reason="qemu-system-x86_64 is not installed")
 def test_run_on_an_old_machine_type_expects_what_qemu_defines_there(tmp_path: Path, env: dict[str, str]) -> None:
-    """pc-i440fx-1.4 turns arat off in every model: not a mismatch, unless the guest names arat."""
+    """pc-i440fx-1.4 turns arat off in every model: the pin says so; a guest naming arat gets it."""
     plain = write(tmp_path, "w.xml", "<cpu mode='custom' match='exact'><model>Westmere-v1</model></cpu>")
     out = guestcpu(["run", "--accel", "tcg", "--machine", "pc-i440fx-1.4", "--verify-only", "--json", plain], env)
     assert out.returncode == 0, out.stdout + out.stderr
     data = json.loads(out.stdout)
-    assert data["verified"] and any("-arat" in n for n in data["notes"])
+    assert data["verified"] and "arat=off" in data["cpu"].split(",")
     named = write(tmp_path, "w2.xml", "<cpu mode='custom' match='exact'><model>Westmere-v1</model>"
                   "<feature policy='require' name='arat'/></cpu>")
     out = guestcpu(["run", "--accel", "tcg", "--machine", "pc-i440fx-1.4", "--verify-only", "--json", named], env)
     assert out.returncode == 0, out.stdout + out.stderr
     data = json.loads(out.stdout)
-    assert "+arat" in data["cpu"].split(",") and data["verified"]
+    assert "arat=on" in data["cpu"].split(",") and data["verified"]
+
+
+@pytest.mark.skipif(QEMU is None, reason="qemu-system-x86_64 is not installed")
+@pytest.mark.parametrize("names", [("EPYC-7601-32-Core", "Ryzen-7-1800X-Eight-Core"),
+                                   ("Xeon-Gold-6148", "Core-i7-8700")])
+def test_hypervisor_baseline_never_requires_a_feature_whose_gate_it_disables(
+    names: tuple[str, str], tmp_path: Path, env: dict[str, str]
+) -> None:
+    """AMD CPUs under TCG: npt (an SVM leaf bit) is never required with svm disabled, and the result starts."""
+    from guestcpu.catalog.gates import gate_of
+    from guestcpu.formats.libvirt_xml import parse_cpu
+
+    hosts = hosts_file(tmp_path, env, *names)
+    out = guestcpu(["baseline", "--hypervisor", "--accel", "tcg", hosts], env)
+    assert out.returncode == 0, out.stderr
+    catalog = load_catalog(dropin_dirs=[])
+    cpu = parse_cpu(out.stdout.encode(), "baseline")
+    disabled = {f.name for f in cpu.features if f.policy is not None and f.policy.value == "disable"}
+    for feature in cpu.features:
+        if feature.policy is None or feature.policy.value == "require":
+            assert gate_of(catalog.feature(feature.name)) not in disabled, feature.name
+    run = guestcpu(["run", "--accel", "tcg", "--verify-only", write(tmp_path, "b.xml", out.stdout)], env)
+    assert run.returncode == 0, run.stdout + run.stderr

@@ -233,7 +233,9 @@ def test_kvm_pins_vendor_and_checks_forbid_and_vendor_against_this_host(catalog:
     pin = pin_of(SKYLAKE, catalog, cache_dir, accel="kvm", machine="q35")
     assert pin.abi.vendor == host_vendor  # KVM gives named models the host's vendor; the pin makes it explicit
     assert pin.abi.features.get("kvmclock") is True  # QEMU-only paravirt flags are pinned too
-    assert any("this host under KVM cannot give this CPU now" in w for w in pin.warnings)
+    # warned exactly when this host's probed caps lack something the pin requires (never assumed by name)
+    lacking = set(pin.abi.required) - supported_features(kvm)
+    assert any("this host under KVM cannot give this CPU now" in w for w in pin.warnings) == bool(lacking)
     offered = sorted(supported_features(kvm) & set(pin.abi.features))
     with pytest.raises(GuestCpuError, match=f"forbids feature '{offered[0]}' but this host provides it"):
         pin_of(f"<cpu><model>qemu64</model><feature policy='forbid' name='{offered[0]}'/></cpu>", catalog, cache_dir,
@@ -241,3 +243,33 @@ def test_kvm_pins_vendor_and_checks_forbid_and_vendor_against_this_host(catalog:
     other = "AMD" if host_vendor == "GenuineIntel" else "Intel"
     with pytest.raises(GuestCpuError, match=f"requires vendor {other}"):
         pin_of(f"<cpu><model>qemu64</model><vendor>{other}</vendor></cpu>", catalog, cache_dir, accel="kvm")
+
+
+@pytest.mark.parametrize(("feature", "gates"), [("rdctl-no", ["arch-capabilities"]),
+                                                ("vmx-ept", ["vmx-secondary-ctls", "vmx"])])
+def test_a_required_feature_whose_gate_is_off_gets_it_or_is_refused(feature: str, gates: list[str], catalog: Catalog,
+                                                                    cache_dir: Path) -> None:
+    """qemu64 has arch-capabilities and vmx off: a required rdctl-no/vmx-ept is never pinned disabled."""
+    xml = f"<cpu mode='custom' match='exact'><model>qemu64</model><feature policy='require' name='{feature}'/></cpu>"
+    pin = pin_of(xml, catalog, cache_dir, accel="tcg")
+    assert pin.abi.features[feature] is True
+    for gate in gates:
+        assert pin.abi.features[gate] is True
+        assert any(f"only with {gate}" in w and f"{gate} is enabled" in w for w in pin.warnings), pin.warnings
+    disabled = xml.replace("</cpu>", f"<feature policy='disable' name='{gates[-1]}'/></cpu>")
+    with pytest.raises(InputError, match=r"requires feature '.*', but QEMU turns it off on qemu64"):
+        pin_of(disabled, catalog, cache_dir, accel="tcg")
+
+
+@pytest.mark.parametrize("accel", accels())
+def test_the_vendor_a_definition_names_is_what_qemu_is_told(accel: str, catalog: Catalog, cache_dir: Path) -> None:
+    """kvm64 is an Intel-vendor model: with <vendor>AMD</vendor> the pin is AuthenticAMD (or, under KVM on a host
+    of another vendor, the definition is refused)."""
+    xml = "<cpu mode='custom' match='exact'><model>kvm64</model><vendor>AMD</vendor></cpu>"
+    host = caps(accel, cache_dir).host_static
+    if accel == "kvm" and host is not None and host.get("vendor") != "AuthenticAMD":
+        with pytest.raises(GuestCpuError, match="requires vendor AMD"):
+            pin_of(xml, catalog, cache_dir, accel=accel)
+        return
+    pin = pin_of(xml, catalog, cache_dir, accel=accel)
+    assert pin.abi.vendor == "AuthenticAMD"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -27,15 +28,20 @@ import pytest
 from guestcpu.catalog.catalog import Catalog
 from guestcpu.catalog.loader import load_catalog
 from guestcpu.engine.compare import CompareResult
-from guestcpu.engine.update import CpuMismatchError
 from guestcpu.formats.libvirt_xml import format_cpu, parse_cpu
+from guestcpu.lifecycle.define import load_target
+from guestcpu.lifecycle.definition import parse_guest
+from guestcpu.lifecycle.gates import MsrRefusedError
+from guestcpu.lifecycle.live import PinMismatchError
+from guestcpu.lifecycle.run import RunPlan, plan_run, run_plan
+from guestcpu.lifecycle.start import StartResult
+from guestcpu.lifecycle.versions import ModelNotInQemuError
 from guestcpu.qemu.cache import host_facts, load_caps
 from guestcpu.qemu.caps import QemuCaps
 from guestcpu.qemu.hypervisor import hypervisor_baseline, hypervisor_compare
-from guestcpu.qemu.process import QemuStartError, QemuTimeoutError, QmpCommandError, kvm_unusable_reason
+from guestcpu.qemu.process import QemuTimeoutError, QmpCommandError, kvm_unusable_reason
 from guestcpu.qemu.s390x import baseline_models, compare_models, parse_model_spec
-from guestcpu.qemu.verify import run_guest
-from qemu_support import QemuBinaries, qemu_params
+from qemu_support import QemuBinaries, qemu_params, same_vendor_hosts
 
 pytestmark = pytest.mark.qemu
 
@@ -222,7 +228,8 @@ def test_caps_json_cli(accel: str, caps_for: Any, cache_home: Path, catalog: Cat
 
 
 @pytest.mark.parametrize("accel", accel_params())
-def test_host_expansion_and_non_migratable_delta(accel: str, qemu: QemuBinaries, caps_on: Any) -> None:
+def test_host_expansion_and_non_migratable_delta(accel: str, qemu: QemuBinaries, caps_on: Any,
+                                                 catalog: Catalog) -> None:
     caps = caps_on(accel)
     name = "host" if accel == "kvm" else "max"
     static, static_nm = raw_qmp(qemu.x86_64, ["-machine", f"none,accel={accel}", "-nodefaults", "-display", "none"], [
@@ -233,8 +240,10 @@ def test_host_expansion_and_non_migratable_delta(accel: str, qemu: QemuBinaries,
     assert sorted(caps.host_static.enabled) == sorted(k for k, v in props.items() if v is True)
     nm = {k for k, v in static_nm["return"]["model"]["props"].items() if v is True}
     assert set(caps.non_migratable) == nm - {k for k, v in props.items() if v is True}
-    if accel == "kvm":
-        assert caps.non_migratable == ("invtsc",)
+    # what QEMU holds back for migratability is what the catalog calls non-migratable (where it knows the feature)
+    for name in caps.non_migratable:
+        if catalog.has_feature(name):
+            assert not catalog.feature(name).migratable, name
 
 
 def test_machine_resolution_matches_a_microvm_and_a_pc_4_0_process(caps_for: Any) -> None:
@@ -255,61 +264,82 @@ def test_machine_resolution_matches_a_microvm_and_a_pc_4_0_process(caps_for: Any
                 assert resolved == entry["alias-of"], entry["name"]
 
 
-# -- verify: what the vCPU really got ---------------------------------------------------------
+# -- verify: what the vCPU really got (run = the CPU pinned in memory, then the verified start) -----
+def run_cpu(xml: str, caps: QemuCaps, catalog: Catalog, machine: str | None = None) -> tuple[RunPlan, StartResult]:
+    """``run --verify-only`` through the Python API: pin in memory, start paused, hold the vCPU against the pin."""
+    guest = parse_guest(xml.encode(), "guest.xml")
+    target = load_target(caps.binary, caps.accel, machine, caps=caps)
+    plan = plan_run(guest, target, catalog)
+    return plan, run_plan(plan, target, catalog, verify_only=True)
+
+
+def usable_models(caps: QemuCaps, catalog: Catalog) -> list[str]:
+    return [m.name for m in caps.models
+            if m.usable and not m.alias_of and m.name not in ("host", "max", "base") and catalog.has_model(m.name)]
+
+
+def unusable_models(caps: QemuCaps, catalog: Catalog) -> list[str]:
+    return [m.name for m in caps.models if not m.usable and not m.alias_of and m.name not in ("host", "max", "base")
+            and catalog.has_model(m.name) and all(catalog.has_feature(b) for b in m.blockers)]
+
+
 @pytest.mark.parametrize("accel", accel_params())
 def test_every_usable_model_verifies(accel: str, caps_on: Any, catalog: Catalog) -> None:
+    """Every model this host's QEMU calls usable (none assumed by name) starts and verifies, identity included."""
     caps = caps_on(accel)
+    expected = usable_models(caps, catalog)
+    if not expected:
+        pytest.skip(f"QEMU reports no usable named CPU model under {accel} on this host")
     checked = 0
-    for entry in caps.models:
-        if not entry.usable or entry.alias_of or entry.name in ("host", "max", "base"):
-            continue
-        guest = parse_cpu(f"<cpu check='full'><model>{entry.name}</model></cpu>".encode(), entry.name)
-        outcome = run_guest(guest, caps, catalog, verify_only=True)
-        assert outcome.verified and not outcome.extra and not outcome.missing, entry.name
+    for name in expected:
+        plan, result = run_cpu(f"<cpu check='full'><model>{name}</model></cpu>", caps, catalog)
+        assert result.mismatch.ok, (name, result.mismatch)
+        assert result.live.identity["vendor"] == plan.pin.abi.vendor
         checked += 1
-    assert checked >= (18 if accel == "tcg" else 4)
+    assert checked == len(expected)
 
 
 @pytest.mark.parametrize("accel", accel_params())
 def test_every_unusable_model_is_refused_naming_qemus_blockers(accel: str, caps_on: Any, catalog: Catalog) -> None:
     caps = caps_on(accel)
-    checked = 0
-    for entry in caps.models:
-        if entry.usable or entry.alias_of or entry.name in ("host", "max", "base") or not catalog.has_model(entry.name):
+    names = unusable_models(caps, catalog)
+    if not names:
+        pytest.skip(f"QEMU reports every named CPU model usable under {accel} on this host")
+    for name in names[:12]:  # a dozen starts are enough; the pure test covers all models
+        entry = caps.model(name)
+        assert entry is not None
+        with pytest.raises((PinMismatchError, MsrRefusedError)) as info:
+            run_cpu(f"<cpu check='full'><model>{name}</model></cpu>", caps, catalog)
+        if isinstance(info.value, MsrRefusedError):
+            # a nested KVM that advertises IA32_ARCH_CAPABILITIES but refuses to set it (QEMU 10's
+            # YongFeng-v1 asks for it): one clear refusal naming the MSR, before QEMU's blockers matter
+            assert accel == "kvm" and "MSR 0x10a" in str(info.value)
             continue
-        guest = parse_cpu(f"<cpu check='full'><model>{entry.name}</model></cpu>".encode(), entry.name)
-        with pytest.raises((CpuMismatchError, QemuStartError)) as info:
-            run_guest(guest, caps, catalog, verify_only=True)
-        if isinstance(info.value, QemuStartError):
-            # this host's nested KVM aborts QEMU on some arch-capabilities bits (see test_host_model_verifies)
-            assert accel == "kvm" and "failed to set MSR 0x10a" in str(info.value), str(info.value)
-            continue
-        assert isinstance(info.value, CpuMismatchError)
-        expected = {catalog.feature(b).name for b in entry.blockers if catalog.has_feature(b)}
-        assert set(info.value.missing) == expected, entry.name
+        assert isinstance(info.value, PinMismatchError)
+        expected = {catalog.feature(b).name for b in entry.blockers}
+        assert {catalog.feature(m).name for m in info.value.missing} == expected, name
         assert info.value.exit_status == 2
-        checked += 1
-        if checked >= 12:  # a dozen starts are enough; the pure test covers all models
-            break
-    assert checked
 
 
 def test_model_kvm_cannot_give_is_refused_and_tcg_verifies(tmp_path: Path, cache_home: Path, caps_for: Any,
                                                           catalog: Catalog) -> None:
     if KVM_REASON is not None:
         pytest.skip(f"KVM not usable: {KVM_REASON}")
-    kvm = caps_for("kvm")
-    name = next(m for m in ("qemu64", "Westmere", "Nehalem") if not kvm.model(m).usable)  # type: ignore[union-attr]
+    kvm, tcg = caps_for("kvm"), caps_for("tcg")
+    # a model this host's KVM cannot give (by its own caps) that TCG can
+    candidates = [n for n in unusable_models(kvm, catalog) if n in usable_models(tcg, catalog)]
+    if not candidates:
+        pytest.skip("this host's KVM gives every model TCG gives: no model to refuse under KVM only")
+    name = candidates[0]
     guest = write_guest(tmp_path, f"<cpu mode='custom' match='exact' check='full'><model>{name}</model></cpu>")
     refused = cli(["run", guest, "--accel", "kvm", "--verify-only"], cache_home)
     assert refused.returncode == 2, refused.stderr
     lines = refused.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("guestcpu: error: guest CPU doesn't match specification")
     resolved = kvm.model(kvm.resolve(name)[0])
-    assert resolved is not None
+    assert resolved is not None and resolved.blockers
     for blocker in resolved.blockers:
-        assert catalog.feature(blocker).name in lines[0]
-    caps_for("tcg")
+        assert catalog.feature(blocker).qemu_name in lines[0]
     verified = cli(["run", guest, "--accel", "tcg", "--verify-only"], cache_home)
     assert verified.returncode == 0, verified.stderr
     assert "guest CPU verified" in verified.stdout
@@ -325,60 +355,101 @@ def test_refused_under_tcg_and_verified_once_blockers_are_disabled(tmp_path: Pat
     guest = write_guest(tmp_path, "<cpu check='full'><model>Skylake-Client-v4</model></cpu>")
     refused = cli(["run", guest, "--accel", "tcg", "--verify-only"], cache_home)
     assert refused.returncode == 2
-    assert all(catalog.feature(b).name in refused.stderr for b in blockers)
+    assert all(catalog.feature(b).qemu_name in refused.stderr for b in blockers)
     disables = "".join(f"<feature policy='disable' name='{catalog.feature(b).name}'/>" for b in blockers)
     fixed = write_guest(tmp_path, f"<cpu check='full'><model>Skylake-Client-v4</model>{disables}</cpu>", "ok.xml")
     ok = cli(["run", fixed, "--accel", "tcg", "--verify-only"], cache_home)
     assert ok.returncode == 0, ok.stderr
     line = cli(["cmdline", fixed, "--accel", "tcg"], cache_home).stdout.strip()
-    assert line.startswith("-cpu Skylake-Client-v4,-") and "vendor=" not in line
+    # the pin's form: versioned model, identity and every feature explicit
+    assert line.startswith("-cpu Skylake-Client-v4,vendor=GenuineIntel,family=6,model=94,")
+    parts = set(line.split(" ")[1].split(","))
+    assert all(f"{catalog.feature(b).qemu_name}=off" in parts for b in blockers)
 
 
 def test_check_partial_and_none(tmp_path: Path, caps_for: Any, catalog: Catalog) -> None:
     caps = caps_for("tcg")
-    partial = parse_cpu(b"<cpu check='partial'><model>Skylake-Client-v4</model></cpu>", "p")
-    with pytest.raises(CpuMismatchError):
-        run_guest(partial, caps, catalog, verify_only=True)
-    none = parse_cpu(b"<cpu check='none'><model>Skylake-Client-v4</model></cpu>", "n")
-    outcome = run_guest(none, caps, catalog, verify_only=True)
-    assert outcome.launched and not outcome.verified and outcome.warnings
-    assert "pcid" in outcome.missing
+    with pytest.raises(PinMismatchError, match="QEMU was not started"):
+        run_cpu("<cpu check='partial'><model>Skylake-Client-v4</model></cpu>", caps, catalog)
+    _, result = run_cpu("<cpu check='none'><model>Skylake-Client-v4</model></cpu>", caps, catalog)
+    assert not result.mismatch.ok and "pcid" in result.mismatch.missing
+
+
+def test_run_checks_identity_a_qemu_wrapper_changes(tmp_path: Path, caps_for: Any, catalog: Catalog) -> None:
+    """A QEMU whose configuration turns aes off and changes the stepping is refused, naming both."""
+    caps = caps_for("tcg")
+    # A wrapper that edits the guest's -cpu (not the QEMU that pins it): aes off, stepping 9.
+    wrapper = tmp_path / "qemu-system-x86_64"
+    wrapper.write_text(
+        f"#!{sys.executable}\nimport os, re, sys\n"
+        "args = [re.sub(r'stepping=\\d+', 'stepping=9', a.replace(',aes=on,', ',aes=off,')) for a in sys.argv[1:]]\n"
+        f"os.execv({QEMU!r}, [{QEMU!r}, *args])\n"
+    )
+    wrapper.chmod(0o755)
+    guest = parse_guest(b"<cpu check='full'><model>Westmere-v1</model></cpu>", "guest.xml")
+    target = load_target(str(wrapper), "tcg", None, caps=caps)
+    plan = plan_run(guest, target, catalog)
+    assert plan.pin.abi.features["aes"] is True
+    with pytest.raises(PinMismatchError) as info:
+        run_plan(plan, target, catalog, verify_only=True)
+    assert info.value.exit_status == 2
+    assert info.value.missing == ["aes"]
+    assert any(d.startswith("stepping: pinned") and d.endswith("live 9") for d in info.value.mismatch.other)
+
+
+@pytest.mark.parametrize("accel", accel_params())
+def test_run_tells_qemu_the_vendor_the_definition_names(accel: str, tmp_path: Path, cache_home: Path,
+                                                       caps_for: Any, catalog: Catalog) -> None:
+    """<vendor>AMD</vendor> on kvm64 (an Intel-vendor model): QEMU is told AuthenticAMD, or the CPU is refused."""
+    caps = caps_for(accel)
+    guest = write_guest(tmp_path, "<cpu mode='custom' match='exact'><model>kvm64</model><vendor>AMD</vendor></cpu>")
+    line = cli(["cmdline", guest, "--accel", accel], cache_home)
+    host_vendor = caps.host_static.get("vendor") if caps.host_static is not None else None
+    if accel == "kvm" and host_vendor != "AuthenticAMD":
+        assert line.returncode == 1 and "requires vendor AMD" in line.stderr, line.stderr
+        return
+    assert line.returncode == 0, line.stderr
+    assert ",vendor=AuthenticAMD," in line.stdout
+    run = cli(["run", guest, "--accel", accel, "--verify-only", "--json"], cache_home)
+    if accel == "kvm" and run.returncode == 2:
+        assert "vendor" not in run.stderr  # refused for features KVM lacks here, never for the vendor
+        return
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout)["vendor"] == "AuthenticAMD"
 
 
 @pytest.mark.parametrize("accel", accel_params())
 def test_host_model_verifies(accel: str, caps_on: Any, catalog: Catalog) -> None:
     caps = caps_on(accel)
-    guest = parse_cpu(b"<cpu mode='host-model' check='full'/>", "host-model")
-    try:
-        outcome = run_guest(guest, caps, catalog, verify_only=True)
-    except QemuStartError as died:
-        # Some nested KVMs offer arch-capabilities bits they then refuse to set: QEMU itself aborts.
-        if accel == "kvm" and "failed to set MSR 0x10a" in str(died):
-            pytest.skip(f"this host's KVM aborts QEMU setting MSR 0x10a (arch-capabilities): {died.stderr_tail}")
-        raise
-    assert outcome.verified, (outcome.extra, outcome.missing)
+    _, result = run_cpu("<cpu mode='host-model' check='full'/>", caps, catalog)
+    assert result.mismatch.ok, result.mismatch
 
 
 @pytest.mark.parametrize("accel", accel_params())
 def test_our_baseline_starts_with_check_full(accel: str, caps_on: Any, catalog: Catalog) -> None:
     caps = caps_on(accel)
-    cpus = [parse_cpu(p.read_bytes(), p.name) for p in (CPUTESTDATA / "x86_64-cpuid-Core-i7-4600U-host.xml",
-                                                       CPUTESTDATA / "x86_64-cpuid-Core-i5-6600-host.xml")]
+    # under KVM, real CPUs of this host's vendor (a baseline names its vendor, which the host must have)
+    vendor = caps.host_static.get("vendor") if accel == "kvm" and caps.host_static is not None else None
+    cpus = [parse_cpu(p.read_bytes(), p.name) for p in same_vendor_hosts(vendor if isinstance(vendor, str) else None)]
     result = hypervisor_baseline(cpus, caps, catalog)
     assert hypervisor_compare(result.cpu, caps, catalog).result is not CompareResult.INCOMPATIBLE
-    guest = parse_cpu(format_cpu(result.cpu.with_(check=None)).encode().replace(b"<cpu ", b"<cpu check='full' ", 1),
-                      "baseline")
-    outcome = run_guest(guest, caps, catalog, verify_only=True)
-    assert outcome.verified, (outcome.extra, outcome.missing)
+    xml = format_cpu(result.cpu.with_(check=None)).replace("<cpu ", "<cpu check='full' ", 1)
+    _, started = run_cpu(xml, caps, catalog)
+    assert started.mismatch.ok, started.mismatch
 
 
-def test_base_form_is_accepted_by_qemu(caps_for: Any, catalog: Catalog) -> None:
+def test_a_model_this_qemu_lacks_falls_back_or_is_refused(caps_for: Any, catalog: Catalog) -> None:
+    """fallback='allow' (libvirt's default) pins the closest model this QEMU has, saying so; 'forbid' refuses."""
     caps = caps_for("tcg")
-    guest = parse_cpu(b"<cpu check='none'><model>Icelake-Server-v7</model></cpu>", "icx")
-    outcome = run_guest(guest, caps, catalog, verify_only=True)
-    assert outcome.launched and outcome.effective.qemu_model == "base"
-    assert outcome.cpu_args.cpu.startswith("base,vendor=GenuineIntel,family=6,model=106,")
-    assert outcome.vendor == "GenuineIntel"
+    lacking = next((m.name for m in catalog.models if not caps.has_model(m.name) and m.name.startswith("Icelake")),
+                   None)
+    if lacking is None:
+        pytest.skip("this QEMU has every Icelake model of the catalog")
+    plan, _ = run_cpu(f"<cpu check='none'><model>{lacking}</model></cpu>", caps, catalog)
+    assert caps.has_model(plan.pin.abi.model)
+    assert any(f"has no {lacking}" in w for w in plan.pin.warnings)
+    with pytest.raises(ModelNotInQemuError):
+        run_cpu(f"<cpu><model fallback='forbid'>{lacking}</model></cpu>", caps, catalog)
 
 
 # -- QEMU that dies, hangs, or is interrupted -----------------------------------------------
@@ -386,47 +457,62 @@ def test_qemu_dying_at_start_is_one_clear_error_with_its_stderr(tmp_path: Path, 
                                                                caps_for: Any) -> None:
     caps_for("tcg")
     guest = write_guest(tmp_path, "<cpu><model>qemu64</model></cpu>")
-    died = cli(["run", guest, "--accel", "tcg", "--verify-only", "--", "-cpu", "host"], cache_home)
+    died = cli(["run", guest, "--accel", "tcg", "--verify-only", "--", "-device", "no-such-device"], cache_home)
     assert died.returncode == 1
     assert died.stderr.startswith("guestcpu: error: QEMU (qemu-system-x86_64) exited with status 1 during start-up")
-    assert "CPU model 'host' requires KVM or HVF" in died.stderr
+    assert "'no-such-device' is not a valid device model name" in died.stderr
     assert "Traceback" not in died.stderr
+    # extra arguments that would change the CPU are refused before QEMU starts
+    refused = cli(["run", guest, "--accel", "tcg", "--verify-only", "--", "-cpu", "host"], cache_home)
+    assert refused.returncode == 1 and "would change what the pin fixes" in refused.stderr
 
 
-def test_cpu_host_on_pc_under_this_nested_kvm(tmp_path: Path, cache_home: Path, caps_for: Any) -> None:
+def test_cpu_host_under_this_nested_kvm(tmp_path: Path, cache_home: Path, caps_for: Any) -> None:
+    """Where KVM cannot set an MSR -cpu host asks for: one error naming it, and what would start does start."""
     if KVM_REASON is not None:
         pytest.skip(f"KVM not usable: {KVM_REASON}")
     caps_for("kvm")
     guest = write_guest(tmp_path, "<cpu mode='host-passthrough' check='none'/>")
     result = cli(["run", guest, "--accel", "kvm", "--machine", "pc", "--verify-only"], cache_home)
     if result.returncode == 0:
-        pytest.skip("-cpu host starts on a pc machine on this host (the MSR 0x10a abort is not reproduced here)")
-    assert result.stderr.startswith("guestcpu: error: QEMU")
-    assert "last output" in result.stderr
-    assert "MSR" in result.stderr or "Assertion" in result.stderr
+        pytest.skip("-cpu host starts on this host's KVM (no MSR refused here): nothing to explain")
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 1 and len(lines) == 1, result.stderr
+    assert lines[0].startswith("guestcpu: error: QEMU (")
+    assert "could not start this CPU: KVM here refuses to set MSR 0x" in lines[0]
+    assert "Assertion" not in result.stderr
+    cure = re.search(r"What would start: the same CPU with (<feature [^>]+/>)", lines[0])
+    assert cure is not None, lines[0]
+    fixed = write_guest(tmp_path, f"<cpu mode='host-passthrough' check='none'>{cure.group(1)}</cpu>", "fixed.xml")
+    started = cli(["run", fixed, "--accel", "kvm", "--machine", "pc", "--verify-only"], cache_home)
+    assert started.returncode == 0, started.stderr
+    # host-model on the same host is proposed without that MSR, saying so, and verifies
+    model = write_guest(tmp_path, "<cpu mode='host-model' check='full'/>", "hm.xml")
+    verified = cli(["run", model, "--accel", "kvm", "--verify-only"], cache_home)
+    assert verified.returncode == 0, verified.stderr
+    assert "KVM here refuses to set MSR 0x" in verified.stderr and "guest CPU verified" in verified.stdout
 
 
-def test_msr_abort_at_start_is_one_clear_error(tmp_path: Path) -> None:
-    """The nested-KVM abort as recorded (``-cpu host`` on pc): QEMU prints two lines and dies of SIGABRT."""
+def test_msr_abort_at_start_is_one_clear_error(tmp_path: Path, cache_home: Path, caps_for: Any) -> None:
+    """The nested-KVM abort as recorded: QEMU prints two lines and dies of SIGABRT once the CPU is set up."""
+    caps_for("tcg")
     fake = tmp_path / "qemu-system-x86_64"
     fake.write_text(
         "#!/bin/sh\n"
+        f'case " $* " in *" -cpu "*) ;; *) exec {QEMU} "$@";; esac\n'
         "echo 'qemu-system-x86_64: error: failed to set MSR 0x10a to 0x69' >&2\n"
         "echo \"qemu-system-x86_64: ../../target/i386/kvm/kvm.c:3183: kvm_buf_set_msrs: Assertion "
         "'ret == cpu->kvm_msr_buf->nmsrs' failed.\" >&2\n"
-        "exit 134\n"
+        "kill -ABRT $$\n"
     )
     fake.chmod(0o755)
-    guest = write_guest(tmp_path, "<cpu mode='host-model' check='full'/>")
-    result = cli(["run", guest, "--qemu", str(fake), "--caps", str(DATA / "qemu-7.2" / "caps-kvm.json"),
-                  "--verify-only"], tmp_path)
+    guest = write_guest(tmp_path, "<cpu check='full'><model>Westmere-v1</model></cpu>")
+    result = cli(["run", guest, "--qemu", str(fake), "--accel", "tcg", "--verify-only"], cache_home)
     assert result.returncode == 1
-    assert result.stderr == (
-        "guestcpu: error: QEMU (qemu-system-x86_64) exited with status 134 during start-up; its last output:\n"
-        "  qemu-system-x86_64: error: failed to set MSR 0x10a to 0x69\n"
-        "  qemu-system-x86_64: ../../target/i386/kvm/kvm.c:3183: kvm_buf_set_msrs: Assertion "
-        "'ret == cpu->kvm_msr_buf->nmsrs' failed.\n"
-    )
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Assertion" not in lines[0], result.stderr
+    assert "KVM here refuses to set MSR 0x10a (IA32_ARCH_CAPABILITIES)" in lines[0]
+    assert "What would start: the same CPU with <feature policy='disable' name='arch-capabilities'/>" in lines[0]
 
 
 def test_hanging_qemu_times_out_and_leaves_no_process(tmp_path: Path) -> None:

@@ -36,12 +36,14 @@ def parse_steppings(text: str | None, where: str = "") -> int | None:
     bitmap = 0
     for part in str(text).split(","):
         lo_text, dash, hi_text = part.strip().partition("-")
-        if not lo_text.isdigit() or (dash and not hi_text.isdigit()) or len(lo_text) > 3 or len(hi_text) > 3:
-            raise InputError(f"{place}stepping '{text}' is not a list of steppings; expected e.g. '0-3,5'")
-        lo, hi = int(lo_text), int(hi_text or lo_text)
+        if not lo_text.isdigit() or (dash and not hi_text.isdigit()):
+            raise InputError(f"{place}stepping '{text[:40]}' is not a list of steppings; expected e.g. '0-3,5'")
+        # Digits are counted before int(): a 5000-digit number is refused without being converted.
+        too_long = len(lo_text) > 3 or len(hi_text) > 3
+        lo, hi = (0, MAX_STEPPING + 1) if too_long else (int(lo_text), int(hi_text or lo_text))
         if not lo <= hi <= MAX_STEPPING:
             raise InputError(
-                f"{place}stepping range '{part.strip()}' in '{text}' is outside 0-{MAX_STEPPING} "
+                f"{place}stepping range '{part.strip()[:40]}' in '{text[:40]}' is outside 0-{MAX_STEPPING} "
                 "(CPUID's stepping is 4 bits) or backwards"
             )
         bitmap |= ((1 << (hi - lo + 1)) - 1) << lo

@@ -7,7 +7,7 @@ import itertools
 import click
 
 from guestcpu.catalog.catalog import Catalog
-from guestcpu.cli.common import emit_json, json_option, load_catalog_for
+from guestcpu.cli.common import emit_json, json_option, load_catalog_for, qemu_option
 from guestcpu.model.cpumodel import CpuModel
 
 
@@ -32,7 +32,9 @@ def models_cmd(ctx: click.Context, vendor: str | None, as_json: bool) -> None:
     """List every CPU model of the catalog, oldest first."""
     catalog = load_catalog_for(ctx)
     if vendor is not None:
-        vendor = catalog.vendor(vendor, "--vendor").name
+        # vendor names are matched as libvirt's CLI users type them: amd, AMD, Amd
+        spelled = next((v.name for v in catalog.vendors if v.name.lower() == vendor.lower()), vendor)
+        vendor = catalog.vendor(spelled, "--vendor").name
     models = [m for m in catalog.models if vendor is None or m.vendor == vendor]
     if as_json:
         emit_json({"catalog": catalog.source, "models": [_model_row(m) for m in models]})
@@ -65,7 +67,7 @@ def _version_diffs(catalog: Catalog, family: str) -> list[dict[str, object]]:
     return diffs
 
 
-def _machine_types(catalog: Catalog, name: str, as_json: bool) -> None:
+def _machine_types(catalog: Catalog, name: str, as_json: bool, qemu: str | None = None) -> None:
     """Which version ``name`` means per machine type (this host's QEMU, else the rules alone)."""
     from guestcpu.errors import GuestCpuError
     from guestcpu.lifecycle.versions import machine_type_table
@@ -73,13 +75,15 @@ def _machine_types(catalog: Catalog, name: str, as_json: bool) -> None:
     catalog.model(name)
     caps = None
     source = "QEMU's rules (no QEMU found to list its machine types)"
-    try:
-        from guestcpu.qemu.cache import load_caps
+    from guestcpu.qemu.cache import load_caps
 
-        caps = load_caps(None, "tcg").caps
+    try:
+        caps = load_caps(qemu, "tcg").caps
         source = f"QEMU {caps.qemu_version} ({caps.binary})"
     except GuestCpuError:
-        pass
+        if qemu is not None:
+            raise  # the QEMU asked for must answer; only a missing default QEMU falls back to the rules
+
     rows = machine_type_table(name, catalog, caps)
     if as_json:
         emit_json({
@@ -102,13 +106,14 @@ def _machine_types(catalog: Catalog, name: str, as_json: bool) -> None:
 @click.argument("name")
 @click.option("--machine-types", is_flag=True, help="Show which version NAME means on each machine type "
               "(pc/q35 <= 4.0: legacy, newer: v1, microvm: latest) and for a new definition.")
+@qemu_option
 @json_option
 @click.pass_context
-def model_cmd(ctx: click.Context, name: str, machine_types: bool, as_json: bool) -> None:
+def model_cmd(ctx: click.Context, name: str, machine_types: bool, qemu: str | None, as_json: bool) -> None:
     """One model: what it resolves to, its versions, aliases, features and changes."""
     catalog = load_catalog_for(ctx)
     if machine_types:
-        _machine_types(catalog, name, as_json)
+        _machine_types(catalog, name, as_json, qemu)
         return
     model = catalog.model(name)
     target = catalog.model(model.canonical)

@@ -18,8 +18,10 @@ from guestcpu.errors import GuestCpuError, InputError
 
 EXIT_REFUSED = 2
 
+# The same --qemu as every other command (GUESTCPU_QEMU included), named ``binary`` here.
 qemu_option = click.option(
-    "--qemu", "binary", metavar="PATH", help="The QEMU binary (default: qemu-system-x86_64 on PATH)."
+    "--qemu", "binary", metavar="PATH", envvar="GUESTCPU_QEMU",
+    help="The QEMU binary (default: qemu-system-x86_64 on PATH).",
 )
 
 

@@ -250,20 +250,53 @@ def caps_cmd(
         _print_caps(data, show_all)
 
 
-def _guest_and_machine(path: str) -> tuple[Any, str | None, str | None]:
-    """The guest CPU, machine type and accelerator of a domain XML (or a bare ``<cpu>``)."""
+def _run_target(
+    guest_file: str, qemu: str | None, accel: str | None, machine: str | None, caps_file: str | None,
+    refresh: bool, timeout: float,
+) -> tuple[Any, Any]:
+    """The guest definition of a domain XML (or a bare ``<cpu>``) and where ``run``/``cmdline`` pin it."""
+    from guestcpu.lifecycle.define import load_target
     from guestcpu.lifecycle.definition import parse_guest
 
-    source = "standard input" if path == "-" else path
-    guest = parse_guest(read_input(path), source)
+    source = "standard input" if guest_file == "-" else guest_file
+    guest = parse_guest(read_input(guest_file), source)
     if guest.cpu is None:
         raise InputError(
             f"{source} has no <cpu> with a model; name one, or use 'guestcpu define', which pins the machine "
             "type's default CPU"
         )
-    cpu = guest.cpu if guest.cpu.topology is not None or guest.topology is None else guest.cpu.with_(
-        topology=guest.topology)
-    return cpu, guest.machine, guest.accel
+    caps, _ = obtain_caps(qemu, accel or (guest.accel if caps_file is None else None), caps_file=caps_file,
+                          refresh=refresh, timeout=timeout)
+    target = load_target(qemu, caps.accel, machine or guest.machine, caps=caps)
+    return guest, target
+
+
+def _run_json(plan: Any, target: Any, catalog: Any, result: Any = None) -> dict[str, Any]:
+    from guestcpu.lifecycle.pin import pin_to_document
+
+    mismatch = result.mismatch if result is not None else None
+    return {
+        "argv": plan.argv,
+        "cpu": plan.cpu,
+        "cpu_argv": plan.cpu_argv,
+        "qemu_model": plan.pin.abi.model,
+        "resolution": plan.pin.resolution.rule,
+        "machine": plan.pin.abi.machine,
+        "accel": target.accel,
+        "check": plan.check.value,
+        "launched": result is not None,
+        "verified": bool(mismatch is not None and mismatch.ok),
+        "extra_features": list(mismatch.extra) if mismatch else [],
+        "missing_features": list(mismatch.missing) if mismatch else [],
+        "differences": list(mismatch.other) if mismatch else [],
+        "vendor": (result.live.identity.get("vendor") if result is not None else plan.pin.abi.vendor),
+        "fingerprint": plan.pin.fingerprint,
+        "unavailable_features": list(plan.unavailable),
+        "warnings": list(plan.pin.warnings),
+        "notes": list(plan.pin.resolution.notes),
+        "exit_status": result.exit_status if result is not None else None,
+        "pin": pin_to_document(plan.pin),
+    }
 
 
 @click.command("cmdline")
@@ -280,24 +313,18 @@ def cmdline_cmd(
     ctx: click.Context, guest_file: str, qemu: str | None, accel: str | None, machine: str | None,
     caps_file: str | None, refresh: bool, timeout: float, as_json: bool,
 ) -> None:
-    """The -cpu argument that gives exactly this guest CPU on this QEMU."""
-    from guestcpu.formats.libvirt_xml import format_cpu
-    from guestcpu.qemu.verify import plan_run
+    """The -cpu argument that gives exactly this guest CPU on this QEMU (the CPU pinned in memory)."""
+    from guestcpu.lifecycle.run import plan_run
 
-    guest, xml_machine, xml_accel = _guest_and_machine(guest_file)
-    caps, _ = obtain_caps(qemu, accel or (xml_accel if caps_file is None else None), caps_file=caps_file,
-                          refresh=refresh, timeout=timeout)
+    guest, target = _run_target(guest_file, qemu, accel, machine, caps_file, refresh, timeout)
     catalog = load_catalog_for(ctx)
-    plan = plan_run(guest, caps, catalog, machine=machine or xml_machine)
+    plan = plan_run(guest, target, catalog, timeout=timeout)
     if as_json:
-        data = plan.cpu_args.as_dict()
-        data.update(accel=caps.accel, machine=plan.machine, resolution=plan.effective.resolution,
-                    explicit_cpu=format_cpu(plan.effective.cpu), features=catalog.names(plan.effective.features))
-        emit_json(data)
+        emit_json(_run_json(plan, target, catalog))
         return
-    click.echo(shlex.join(plan.cpu_args.argv))
-    for note in plan.cpu_args.notes:
-        click.echo(f"# {note}", err=True)
+    click.echo(shlex.join(plan.cpu_argv))
+    for warning in plan.pin.warnings:
+        click.echo(f"# {warning}", err=True)
 
 
 @click.command("run", context_settings={"ignore_unknown_options": True})
@@ -310,7 +337,7 @@ def cmdline_cmd(
 @refresh_option
 @timeout_option
 @click.option("--verify-only", is_flag=True, help="Stop QEMU once the CPU is verified (exit 0).")
-@click.option("--dry-run", is_flag=True, help="Print the QEMU command line; do not start QEMU.")
+@click.option("--dry-run", is_flag=True, help="Print the QEMU command line; do not start the guest.")
 @json_option
 @click.pass_context
 def run_cmd(
@@ -318,44 +345,48 @@ def run_cmd(
     machine: str | None, caps_file: str | None, refresh: bool, timeout: float, verify_only: bool, dry_run: bool,
     as_json: bool,
 ) -> None:
-    """Start QEMU paused, verify the vCPU is exactly the guest CPU, then run it (or stop: --verify-only).
+    """Pin the guest CPU in memory, start QEMU paused, verify the vCPU is exactly that pin, then run it.
 
-    check='full' (the default): any missing or extra feature stops QEMU, exit status 2.
-    check='partial': judged against QEMU's capabilities before launch.  check='none': warn only.
+    check='full' (the default): any missing or extra feature or identity difference stops QEMU, exit
+    status 2.  check='partial': missing features and identity refuse, extras warn.  check='none': warn only.
     """
-    from guestcpu.qemu.verify import RunOutcome, run_guest
+    from guestcpu.lifecycle.run import plan_run, run_plan
+    from guestcpu.lifecycle.start import RunningGuest
 
-    guest, xml_machine, xml_accel = _guest_and_machine(guest_file)
-    caps, _ = obtain_caps(qemu, accel or (xml_accel if caps_file is None else None), caps_file=caps_file,
-                          refresh=refresh, timeout=timeout)
+    guest, target = _run_target(guest_file, qemu, accel, machine, caps_file, refresh, timeout)
     catalog = load_catalog_for(ctx)
+    extra = list(qemu_args[1:] if qemu_args[:1] == ("--",) else qemu_args)
+    plan = plan_run(guest, target, catalog, extra_args=extra, timeout=timeout)
+    if dry_run:
+        if as_json:
+            emit_json(_run_json(plan, target, catalog))
+        else:
+            for warning in plan.pin.warnings:
+                _warn(warning)
+            click.echo(shlex.join(plan.argv))
+        return
 
-    def started(outcome: RunOutcome) -> None:
-        if not as_json:
-            click.echo(f"guestcpu: CPU verified ({outcome.effective.qemu_model}); guest running, "
-                       "Ctrl-C stops it", err=True)
+    def started(running: RunningGuest) -> None:
+        if not as_json and not verify_only:
+            click.echo(f"guestcpu: CPU verified ({plan.pin.abi.model}); guest running, Ctrl-C stops it", err=True)
 
-    binary = None
-    if qemu is not None:
-        from guestcpu.qemu.process import resolve_binary
-
-        binary = resolve_binary(qemu)
-    outcome = run_guest(guest, caps, catalog, machine=machine or xml_machine, verify_only=verify_only,
-                        dry_run=dry_run, extra_args=qemu_args, timeout=timeout, on_started=started, binary=binary)
-    for warning in outcome.warnings:
+    result = run_plan(plan, target, catalog, verify_only=verify_only, extra_args=extra, timeout=timeout,
+                      on_verified=started)
+    for warning in plan.pin.warnings:
         _warn(warning)
+    if not result.mismatch.ok:
+        _warn(f"the vCPU differs from the definition (check='{plan.check.value}'): "
+              + "; ".join([*(f"extra {n}" for n in result.mismatch.extra),
+                           *(f"missing {n}" for n in result.mismatch.missing), *result.mismatch.other]))
     if as_json:
-        emit_json(outcome.as_dict())
-    elif dry_run:
-        click.echo(shlex.join(outcome.argv))
+        emit_json(_run_json(plan, target, catalog, result))
     elif verify_only:
-        state = "verified" if outcome.verified else "NOT verified (check='none')"
-        click.echo(f"guest CPU {state}: {outcome.effective.qemu_model} under {caps.accel} "
-                   f"({shlex.join(outcome.cpu_args.argv)})")
-        for note in outcome.notes:
-            click.echo(f"  note: {note}")
-    if outcome.exit_status:
-        sys.exit(outcome.exit_status)
+        state = "verified" if result.mismatch.ok else f"NOT verified (check='{plan.check.value}')"
+        click.echo(f"guest CPU {state}: {plan.pin.abi.model} under {target.accel} on {plan.pin.abi.machine}, "
+                   f"{plan.pin.abi.vendor}, {len(plan.pin.abi.required)} features on (pin {plan.pin.fingerprint}, "
+                   "made in memory; 'guestcpu cmdline' prints its -cpu)")
+    if result.exit_status:
+        sys.exit(result.exit_status)
 
 
 # -- s390x -----------------------------------------------------------------------------

@@ -15,6 +15,7 @@ followed.  New files get ``0666`` minus the umask unless a tighter mode is asked
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import re
@@ -155,6 +156,7 @@ def read_text(path: str | Path, what: str = "a file") -> str:
 # -- JSON, nesting bounded ------------------------------------------------------------
 _NOT_STRUCTURE = bytes(b for b in range(256) if b not in b'[]{}"')
 _INNERMOST = re.compile(rb"[\[{][\]}]")
+_DEPTH_STEP = [1 if b in b"[{" else -1 for b in range(256)]
 
 
 def json_depth_exceeds(data: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
@@ -167,12 +169,19 @@ def json_depth_exceeds(data: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
     """
     if data.count(b"[") + data.count(b"{") <= limit:
         return False
-    kept = data.replace(b"\\\\", b"").replace(b'\\"', b"").translate(None, _NOT_STRUCTURE)
-    brackets = b"".join(kept.split(b'"')[::2])  # what is outside strings
-    for _ in range(limit):
+    if b"\\" in data:
+        data = data.replace(b"\\\\", b"").replace(b'\\"', b"")
+    # Dropping two adjacent quotes keeps every other character inside or outside a string.
+    kept = data.translate(None, _NOT_STRUCTURE).replace(b'""', b"")
+    brackets = b"".join(kept.split(b'"')[::2]) if b'"' in kept else kept  # what is outside strings
+    for peeled_levels in range(limit):
         peeled = _INNERMOST.sub(b"", brackets)
-        if not peeled or peeled == brackets:  # done, or unbalanced (json.loads reports that)
+        if not peeled:
             return False
+        if peeled == brackets:
+            # Unbalanced (json.loads reports that), but the parser would still descend this deep first.
+            opened = max(itertools.accumulate(map(_DEPTH_STEP.__getitem__, brackets)), default=0)
+            return opened + peeled_levels > limit
         brackets = peeled
     return True
 

@@ -7,6 +7,13 @@
    default CPU when the definition has none);
 4. QEMU's expansion of that request in a paused QEMU with that machine type
    (``machine_expansion``), which becomes the ABI, its fingerprint and the pin.
+
+Two rules keep the pin what the definition says: a required feature QEMU turns off
+because its gate is off (``rdctl-no`` without ``arch-capabilities``) gets its gate
+enabled, with a warning, or the definition is refused; and the vendor QEMU reports is
+the one the definition names.  A host-relative CPU under KVM is started once on trial:
+a KVM that refuses an MSR QEMU sets (``gates``) gets a host-model without that MSR's
+features, saying so, or one clear error for host-passthrough and maximum.
 """
 
 from __future__ import annotations
@@ -16,18 +23,21 @@ from pathlib import Path
 
 from guestcpu import __version__
 from guestcpu.catalog.catalog import Catalog
+from guestcpu.catalog.gates import failed_msr, gate_of, msr_name, without_msr
 from guestcpu.errors import InputError, suggest
 from guestcpu.formats.libvirt_xml import format_cpu, parse_cpu
 from guestcpu.lifecycle.abi import build_abi, topology_json, topology_of, topology_reported
+from guestcpu.lifecycle.argv import guest_args
 from guestcpu.lifecycle.definition import GuestDefinition
+from guestcpu.lifecycle.gates import msr_refusal
 from guestcpu.lifecycle.libvirt_form import libvirt_xml
-from guestcpu.lifecycle.pin import Pin, PinPolicy, Resolution
+from guestcpu.lifecycle.pin import Abi, Pin, PinPolicy, Resolution
 from guestcpu.lifecycle.request import CpuRequest, default_cpu, plan_request
-from guestcpu.model.cpu import CpuDefinition, Topology
+from guestcpu.model.cpu import CpuDefinition, Policy, Topology
 from guestcpu.qemu.caps import MachineCaps, QemuCaps
-from guestcpu.qemu.machine import MachineSession
-from guestcpu.qemu.offer import supported_features
-from guestcpu.qemu.process import DEFAULT_TIMEOUT, resolve_binary, run_sync
+from guestcpu.qemu.machine import Expanded, MachineSession
+from guestcpu.qemu.offer import known_features, supported_features
+from guestcpu.qemu.process import DEFAULT_TIMEOUT, QemuProcess, QemuStartError, resolve_binary, run_sync
 
 
 @dataclass(frozen=True)
@@ -92,25 +102,37 @@ async def pin_cpu_async(
     """Pin ``cpu`` (None: the machine type's default CPU) with ``topology`` on ``target``."""
     default_used = cpu is None
     loose = cpu if cpu is not None else default_cpu(target.machine)
+    warnings: list[str] = []
     async with MachineSession(target.binary, target.accel, target.machine.name, timeout) as session:
         aliases = await session.aliases() if existing else None
         request = plan_request(loose, target.caps, catalog, target.machine, existing=existing, machine_aliases=aliases)
-        expanded = await session.expand(request.choice.qemu_model, request.props)
-    requested_features = {k: v for k, v in request.props.items() if isinstance(v, bool)}
-    abi = build_abi(
-        expanded,
-        arch=target.caps.arch,
-        accel=target.accel,
-        machine=target.machine.name,
-        mode=request.abi_mode,
-        version=request.choice.version,
-        requested_features=requested_features,
-        topology=topology,
-        topology_features=topology_reported(
-            topology_json(topology), str(expanded.static.get("vendor", "")), target.caps.qemu_version),
-    )
+        props = dict(request.props)
+        model = request.choice.qemu_model
+        expanded = await session.expand(model, props)
+        if _gated_off(props, expanded, _named_required(loose, catalog), catalog):
+            expanded = await _enable_gates(session, model, props, expanded, _named_required(loose, catalog),
+                                           catalog, warnings)
+        _check_vendor_given(props, expanded, loose)
+        abi = _abi(expanded, target, request.abi_mode, request.choice.version, props, topology)
+        if target.accel == "kvm" and request.recompute:
+            failure = await _trial_start(abi, target, timeout)
+            msr = failed_msr(failure.stderr_tail) if failure is not None else None
+            if failure is not None and (msr is None or request.abi_mode != "custom"):
+                where = f"{target.binary}, {target.accel}, {target.machine.name}"
+                raise msr_refusal(failure.stderr_tail, abi, catalog, where) or failure
+            if msr is not None:
+                off = without_msr(msr, catalog, target.caps.known_props)
+                props.update(off)
+                before = abi
+                expanded = await session.expand(model, props)
+                abi = _abi(expanded, target, request.abi_mode, request.choice.version, props, topology)
+                dropped = sorted(n for n in off if before.features.get(n) and not abi.features.get(n))
+                warnings.append(
+                    f"KVM here refuses to set {msr_name(msr)} (QEMU would abort at start-up), so this host-model "
+                    f"has {', '.join(dropped)} off"
+                )
     caps = target.caps
-    warnings = list(request.warnings)
+    warnings = [*request.warnings, *warnings]
     missing = sorted(set(abi.required) - supported_features(caps) - topology_reported(
         abi.topology, abi.vendor, caps.qemu_version))
     if missing:
@@ -131,6 +153,112 @@ async def pin_cpu_async(
         libvirt_cpu=libvirt_xml(abi, catalog),
         warnings=tuple(warnings),
     )
+
+
+def _abi(
+    expanded: Expanded, target: Target, mode: str, version: int | str | None, props: dict[str, object],
+    topology: Topology | None,
+) -> Abi:
+    return build_abi(
+        expanded,
+        arch=target.caps.arch,
+        accel=target.accel,
+        machine=target.machine.name,
+        mode=mode,
+        version=version,
+        requested_features={k: v for k, v in props.items() if isinstance(v, bool)},
+        topology=topology,
+        topology_features=topology_reported(
+            topology_json(topology), str(expanded.static.get("vendor", "")), target.caps.qemu_version),
+    )
+
+
+def _named_required(cpu: CpuDefinition, catalog: Catalog) -> dict[str, str]:
+    """QEMU name -> the definition's name, of every feature the definition requires itself."""
+    named = {}
+    for request in cpu.features:
+        if (request.policy or Policy.REQUIRE) in (Policy.REQUIRE, Policy.FORCE) and catalog.has_feature(request.name):
+            named[catalog.feature(request.name).qemu_name] = request.name
+    return named
+
+
+def _gated_off(props: dict[str, object], expanded: Expanded, named: dict[str, str], catalog: Catalog) -> list[str]:
+    """Features the definition requires that QEMU's expansion has off."""
+    return [name for name in named if props.get(name) is True and expanded.static.get(name) is False]
+
+
+async def _enable_gates(
+    session: MachineSession, model: str, props: dict[str, object], expanded: Expanded, named: dict[str, str],
+    catalog: Catalog, warnings: list[str],
+) -> Expanded:
+    """Turn on the gate of every required feature QEMU turned off, or refuse (``props`` is updated).
+
+    Gates chain (``vmx-ept`` needs ``vmx-secondary-ctls``, which needs ``vmx``): a gate turned on
+    is required in turn, until QEMU keeps every required feature or nothing more can be turned on.
+    """
+    required = dict(named)
+    enabled: dict[str, list[str]] = {}
+    for _ in range(4):
+        off = _gated_off(props, expanded, required, catalog)
+        if not off:
+            break
+        added = False
+        for name in off:
+            gate = gate_of(catalog.feature(name)) if catalog.has_feature(name) else None
+            gate_name = catalog.feature(gate).qemu_name if gate and catalog.has_feature(gate) else None
+            if gate_name is None or (props.get(gate_name) is False and gate_name not in enabled):
+                why = (f"it needs '{gate_name}', which the definition disables" if gate_name
+                       else "QEMU gives no reason")
+                hint = f"enable '{gate_name}'" if gate_name else "enable what it depends on"
+                raise InputError(
+                    f"the guest CPU requires feature '{required[name]}', but QEMU turns it off on {model} ({why}); "
+                    f"{hint} or drop the requirement"
+                )
+            if props.get(gate_name) is not True:
+                props[gate_name] = True
+                required[gate_name] = gate_name
+                added = True
+            names = enabled.setdefault(gate_name, [])
+            if required[name] not in names:
+                names.append(required[name])
+        if not added:
+            break
+        expanded = await session.expand(model, props)
+    still = _gated_off(props, expanded, required, catalog)
+    if still:
+        raise InputError(
+            f"the guest CPU requires {', '.join(repr(required[n]) for n in still)}, but QEMU turns "
+            f"{'it' if len(still) == 1 else 'them'} off on {model}"
+            + (f" even with {', '.join(repr(g) for g in enabled)} on" if enabled else "")
+            + "; drop the requirement or choose another model"
+        )
+    for gate_name, names in enabled.items():
+        warnings.append(
+            f"{', '.join(names)} exist{'s' if len(names) == 1 else ''} only with {gate_name}, which {model} has off: "
+            f"{gate_name} is enabled with {'it' if len(names) == 1 else 'them'}"
+        )
+    return expanded
+
+
+def _check_vendor_given(props: dict[str, object], expanded: Expanded, cpu: CpuDefinition) -> None:
+    """The vendor the definition names is what QEMU reports, or the definition is refused."""
+    wanted = props.get("vendor")
+    got = expanded.static.get("vendor")
+    if isinstance(wanted, str) and got != wanted:
+        raise InputError(
+            f"the guest CPU names vendor {wanted} but QEMU's {expanded.model} reports {got}; "
+            "drop <vendor> or choose a model of that vendor"
+        )
+
+
+async def _trial_start(abi: Abi, target: Target, timeout: float) -> QemuStartError | None:
+    """Start the pinned CPU paused once; QEMU's start-up failure (None: it started)."""
+    args = guest_args(abi, known_features(target.caps), caps=target.caps)
+    try:
+        async with QemuProcess(target.binary, args, timeout=timeout, name="trial"):
+            return None
+    except QemuStartError as exc:
+        return exc
 
 
 def _policy(request: CpuRequest, cpu: CpuDefinition | None, existing: bool, default_used: bool) -> PinPolicy:

@@ -7,8 +7,9 @@ the first vCPU is read with ``qom-get`` (pipelined: ~0.1 s for 330 properties), 
 libvirt's ``check='full'`` (``engine.update.update_live``) over the catalog features,
 and a plain comparison for QEMU-only features and the identity properties.
 
-``guestcpu.qemu.verify`` reads back the catalog's feature words for ``run``; a pin also
-fixes QEMU-only features and machine-dependent properties, which are read here by name.
+This is the only readback: ``run`` pins its loose definition in memory first, so every
+launch is held against a pin, identity (vendor, family/model/stepping, level, xlevel,
+model-id) included.
 """
 
 from __future__ import annotations
@@ -63,14 +64,14 @@ class LiveMismatch:
 class PinMismatchError(CpuMismatchError):
     """The vCPU QEMU built differs from the pin; every difference is named (exit status 2)."""
 
-    def __init__(self, mismatch: LiveMismatch, where: str = "") -> None:
+    def __init__(self, mismatch: LiveMismatch, where: str = "", *, launched: bool = True) -> None:
         super().__init__(mismatch.extra, mismatch.missing)
         self.mismatch = mismatch
         message = str(self.args[0]) if (mismatch.extra or mismatch.missing) else "guest CPU doesn't match specification"
         if mismatch.other:
             message += ("; " if (mismatch.extra or mismatch.missing) else ": ") + "; ".join(mismatch.other)
         if where:
-            message += f" ({where}); the guest was stopped"
+            message += f" ({where}); " + ("the guest was stopped" if launched else "QEMU was not started")
         self.args = (message,)
 
 

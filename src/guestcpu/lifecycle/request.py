@@ -118,9 +118,13 @@ def _custom(
         cpu.model, caps, catalog, existing=existing, machine=machine, machine_aliases=machine_aliases
     )
     props, more = feature_props(cpu, caps, catalog)
+    _check_vendor(cpu, caps, catalog)
     if cpu.vendor_id:
         props["vendor"] = cpu.vendor_id
-    _check_vendor(cpu, caps, catalog)
+    elif cpu.vendor:
+        # <vendor> is what the guest sees, under TCG as well as KVM (QEMU would otherwise
+        # give the model's own vendor, or under KVM the host's).
+        props["vendor"] = catalog.vendor(cpu.vendor, "guest CPU").string
     return CpuRequest(
         abi_mode="custom",
         definition_mode="custom",

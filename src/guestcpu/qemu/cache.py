@@ -325,7 +325,14 @@ def _load_in(
                 return CacheResult(cached, path, "hit")
             status = "changed: " + ", ".join(changed)
 
-    with _locked(dir_fd, path.name):
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(_locked(dir_fd, path.name))
+        except OSError as exc:
+            # e.g. a symlink planted at the lock's name: never followed, and the cache is not written.
+            warn(f"cannot lock capabilities cache {path}: {exc.strerror or exc}; probing QEMU without the cache")
+            caps = probe(binary, accel, arch=arch, timeout=timeout, progress=progress, fingerprint=current)
+            return CacheResult(caps, path, "uncached")
         if not refresh:
             # Another process may have probed while we waited for the lock.
             again, _ = _read(dir_fd, path, lambda _m: None)

@@ -22,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from guestcpu.catalog.catalog import Catalog
+from guestcpu.catalog.gates import without_ungated
 from guestcpu.engine.baseline import BaselineResult, baseline
 from guestcpu.engine.compare import CompareResult, Comparison
 from guestcpu.engine.decode import CpuFacts, DecodeResult, decode
@@ -495,7 +496,8 @@ def hypervisor_baseline(
     qemu_bits, _ = expansion_bits(entry.expansion, catalog)
     catalog_bits = catalog.model(qemu_model).features if catalog.has_model(qemu_model) else 0
     added_by_qemu = qemu_bits & ~catalog_bits
-    final = (wanted | added_by_qemu) & allowed
+    # a feature whose gate is off would be cleared by QEMU (npt without svm): never required
+    final = without_ungated((wanted | added_by_qemu) & allowed, catalog)
     notes: list[str] = []
     if qemu_model != chosen:
         notes.append(f"{chosen} resolves to {qemu_model} ({resolution})")

@@ -11,6 +11,8 @@ accelerators (tests/test_lifecycle_checks.py, tests/test_qemu_live.py).
 
 from __future__ import annotations
 
+from functools import cache
+
 from guestcpu.qemu.caps import QemuCaps
 
 #: QEMU models whose expansion is what the accelerator offers, not a CPU definition.
@@ -19,41 +21,32 @@ HOST_MODELS = frozenset({"host", "max"})
 ALWAYS_NON_MIGRATABLE = frozenset({"invtsc"})
 
 
-#: QEMU's feature dependencies (target/i386/cpu.c ``feature_dependencies``): a feature of
-#: an MSR word or sub-leaf exists for the guest only with the CPUID bit that enables it.
-#: QEMU does not list the dependents among a model's unavailable features when it filters
-#: the gate (QEMU 10's YongFeng-v2 under TCG: ``arch-capabilities`` blocked, ``rdctl-no``
-#: not), so a dependent counts as offered through a model only when its gate does too.
-_ARCH_CAPABILITIES = frozenset({
-    "rdctl-no", "ibrs-all", "rsba", "skip-l1dfl-vmentry", "ssb-no", "mds-no", "pschange-mc-no",
-    "tsx-ctrl", "taa-no", "mcu-control", "misc-package-ctrls", "energy-filtering-ctl", "doitm",
-    "sbdr-ssdp-no", "fbsdp-no", "psdp-no", "fb-clear", "rrsba", "bhi-no", "xapic-status",
-    "overclocking-status", "pbrsb-no", "gds-no", "rfds-no", "rfds-clear", "its-no",
-})
-_SVM = frozenset({
-    "npt", "lbrv", "svm-lock", "nrip-save", "tsc-scale", "vmcb-clean", "flushbyasid", "decodeassists",
-    "pause-filter", "pfthreshold", "avic", "v-vmsave-vmload", "vgif", "vnmi", "svme-addr-chk",
-})
+@cache
+def _gates() -> dict[str, str]:
+    """QEMU property -> the property of its gate, from the catalog's gate rules (``catalog.gates``)."""
+    from guestcpu.catalog.gates import gate_of
+    from guestcpu.catalog.loader import load_catalog
 
-
-def gate_of(name: str) -> str | None:
-    """The CPUID feature without which QEMU clears ``name`` (None: ungated)."""
-    if name in _ARCH_CAPABILITIES:
-        return "arch-capabilities"
-    if name.startswith("vmx-"):
-        return "vmx"
-    if name in _SVM:
-        return "svm"
-    if name == "split-lock-detect":
-        return "core-capability"
-    if name == "full-width-write":
-        return "pdcm"
-    return None
+    catalog = load_catalog(dropin_dirs=[])
+    gates: dict[str, str] = {}
+    for feature in catalog.features:
+        gate = gate_of(feature)
+        if gate is not None and catalog.has_feature(gate):
+            for name in (feature.name, *feature.qemu_names):
+                gates[name] = catalog.feature(gate).qemu_name
+    return gates
 
 
 def _given(enabled: set[str]) -> set[str]:
-    """``enabled`` without the features whose gate is not enabled too."""
-    return {name for name in enabled if (gate := gate_of(name)) is None or gate in enabled}
+    """``enabled`` without the features whose gate is not enabled too.
+
+    QEMU clears a feature whose gate is off without listing it among a model's
+    unavailable features (QEMU 10's YongFeng-v2 under TCG: ``arch-capabilities``
+    blocked, ``rdctl-no`` not), so a dependent counts as offered through a model only
+    when its gate does too.
+    """
+    gates = _gates()
+    return {name for name in enabled if (gate := gates.get(name)) is None or gate in enabled}
 
 
 def supported_features(caps: QemuCaps) -> frozenset[str]:

@@ -290,7 +290,12 @@ def test_topology_is_pinned_and_verified(catalog: Catalog, cache_dir: Path) -> N
     assert pin.abi.topology == {"sockets": 1, "dies": 1, "clusters": 1, "cores": 2, "threads": 2}
     assert pin.fingerprint != make_pin(HASWELL_TCG, catalog, cache_dir).fingerprint
     result = verify(pin, catalog, target_for(pin, cache_dir))
-    assert result.live.vcpus == 4 and dict(result.live.features) == dict(pin.abi.features)
+    assert result.live.vcpus == 4 and result.mismatch.ok
+    # ht comes from the topology: on in the pin (the guest's CPUID has it); the vCPU's own report of
+    # it differs by QEMU release (7.2 shows it off), so it is the one feature not held against the pin
+    assert pin.abi.features["ht"] is True
+    assert {k: v for k, v in result.live.features.items() if k != "ht"} == {
+        k: v for k, v in pin.abi.features.items() if k != "ht"}
     assert result.argv[result.argv.index("-smp") + 1] == "4,sockets=1,cores=2,threads=2"
     # Extra QEMU arguments cannot undo the pin.
     from guestcpu.errors import InputError

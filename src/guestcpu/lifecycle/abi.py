@@ -8,7 +8,6 @@ from typing import Any
 from guestcpu.errors import InputError
 from guestcpu.lifecycle.pin import DEFAULT_TOPOLOGY, Abi
 from guestcpu.model.cpu import Topology
-from guestcpu.model.cpumodel import release_key
 from guestcpu.qemu.machine import Expanded
 
 #: Guest-visible properties a machine type's compatibility settings change, beyond the
@@ -45,7 +44,7 @@ def build_abi(
     topology: Topology | None = None,
     topology_features: frozenset[str] = frozenset(),
 ) -> Abi:
-    """``topology_features``: what the pinning QEMU shows on for this topology (``topology_reported``)."""
+    """``topology_features``: what the guest gets from its topology (``topology_given``)."""
     static, full, model = expanded.static, expanded.full, expanded.model
     features = {name: value for name, value in static.items() if isinstance(value, bool)}
     for name in topology_features:
@@ -74,20 +73,25 @@ def build_abi(
     )
 
 
-#: From QEMU 10.0 the vCPU's feature words show ``ht`` (and, for AMD and Hygon, ``cmp-legacy``)
-#: whenever a socket has several logical CPUs, whatever ``-cpu`` says.  QEMU 7.2 sets both
-#: only when the guest reads CPUID (so the guest sees the same bits) and, under TCG, reports
-#: neither even when asked for them: the readback differs, not the guest.
-TOPOLOGY_REPORTED_FROM = (10, 0)
-_CMP_LEGACY_VENDORS = frozenset({"AuthenticAMD", "HygonGenuine"})
+#: Features QEMU derives from the topology: when a socket has several logical CPUs the
+#: guest's CPUID has ``ht`` (leaf 1) and, for every vendor but Intel, ``cmp-legacy``
+#: (leaf 0x80000001), whatever ``-cpu`` says.  QEMU 7.2 sets them only when the guest reads
+#: CPUID (its vCPU's feature words show them off, and under TCG even a ``+ht`` is
+#: filtered); QEMU 10 shows them on.  The guest sees the same bits on both, so the pin
+#: records them on and the readback does not hold the vCPU's report of them against it.
+TOPOLOGY_FEATURES = frozenset({"ht", "cmp-legacy"})
 
 
-def topology_reported(topology: Mapping[str, int], vendor: str, qemu_version: str) -> frozenset[str]:
-    """Features QEMU ``qemu_version`` shows on for a vCPU of this topology and vendor."""
-    per_socket = topology.get("dies", 1) * topology.get("clusters", 1) * topology.get("cores", 1)
-    if per_socket * topology.get("threads", 1) <= 1 or release_key(qemu_version)[:2] < TOPOLOGY_REPORTED_FROM:
+def logical_per_socket(topology: Mapping[str, int]) -> int:
+    return (topology.get("dies", 1) * topology.get("clusters", 1) * topology.get("cores", 1)
+            * topology.get("threads", 1))
+
+
+def topology_given(topology: Mapping[str, int], vendor: str) -> frozenset[str]:
+    """Features the guest's CPUID has because of its topology (empty for one logical CPU per socket)."""
+    if logical_per_socket(topology) <= 1:
         return frozenset()
-    return frozenset({"ht", "cmp-legacy"} if vendor in _CMP_LEGACY_VENDORS else {"ht"})
+    return frozenset({"ht"} if vendor == "GenuineIntel" else {"ht", "cmp-legacy"})
 
 
 def topology_json(topology: Topology | None) -> dict[str, int]:

@@ -25,7 +25,7 @@ from typing import Any
 
 from guestcpu.catalog.catalog import normalize_feature_name
 from guestcpu.formats.qemu_json import NON_FEATURE_PROPS
-from guestcpu.lifecycle.abi import REQUESTED_KEY, topology_reported
+from guestcpu.lifecycle.abi import REQUESTED_KEY, topology_given
 from guestcpu.lifecycle.pin import Pin
 from guestcpu.qemu.caps import QemuCaps
 from guestcpu.qemu.offer import known_features, non_migratable_features, supported_features
@@ -55,8 +55,7 @@ class Verdict:
     #: features the destination's QEMU turns on in the pin's model that the pin does not name
     #: (it knows them, the pinning QEMU did not): the guest's CPU would change
     unnamed: tuple[str, ...] = ()
-    #: features the destination's QEMU gives differently from the pin, with why
-    reported_differently: tuple[str, ...] = ()
+
     notes: tuple[str, ...] = ()
 
     @property
@@ -64,7 +63,6 @@ class Verdict:
         return not (
             self.missing or self.missing_model or self.missing_machine or self.non_migratable
             or self.host_differences or self.extra or self.blockers or self.unknown_props or self.unnamed
-            or self.reported_differently
         )
 
     @property
@@ -90,7 +88,6 @@ class Verdict:
         if self.unnamed:
             reasons.append(f"its QEMU's definition of the model also turns on {', '.join(self.unnamed)}, which the "
                            "pin does not name (unknown to the QEMU it was pinned with): the guest's CPU would change")
-        reasons.extend(self.reported_differently)
         return reasons
 
     def summary(self) -> str:
@@ -114,7 +111,6 @@ class Verdict:
             "blockers": list(self.blockers),
             "unknown_props": list(self.unknown_props),
             "unnamed_features": list(self.unnamed),
-            "reported_differently": list(self.reported_differently),
             "reasons": self.reasons,
             "notes": list(self.notes),
         }
@@ -174,7 +170,7 @@ def check_destination(
     passthrough = abi.mode != "custom"
     missing_model = None if passthrough or caps.has_model(abi.model) else abi.model
     known = known_features(caps)
-    supported = supported_features(caps) | topology_reported(abi.topology, abi.vendor, caps.qemu_version)
+    supported = supported_features(caps) | topology_given(abi.topology, abi.vendor)
     required = set(abi.required)
     missing = sorted((required - known) | (required & known - supported))
     omitted = sorted(set(abi.disabled) - known)
@@ -202,7 +198,6 @@ def check_destination(
         blockers=tuple(blockers),
         unknown_props=tuple(props_unknown_to(pin, caps)),
         unnamed=tuple([] if passthrough else unnamed_features(pin, caps)),
-        reported_differently=tuple(topology_features(pin, caps)),
         notes=tuple(notes),
     )
 
@@ -224,26 +219,3 @@ def unnamed_features(pin: Pin, caps: QemuCaps) -> list[str]:
     named = {normalize_feature_name(k) for k in (*pin.abi.features, *pin.abi.props)}
     return sorted({k for k in model.expansion.enabled
                    if k not in NON_FEATURE_PROPS and normalize_feature_name(k) not in named})
-
-
-def topology_features(pin: Pin, caps: QemuCaps) -> list[str]:
-    """Features the destination's QEMU shows for the pin's topology differently from the pinning QEMU."""
-    abi = pin.abi
-    pinned_with = str(pin.made_with.get("qemu_version", ""))
-    try:
-        source = topology_reported(abi.topology, abi.vendor, pinned_with)
-    except ValueError:
-        source = frozenset()
-    destination = topology_reported(abi.topology, abi.vendor, caps.qemu_version)
-    reasons = []
-    for name in sorted(destination - source):
-        if not abi.features.get(name, True):
-            reasons.append(
-                f"{name}: QEMU {caps.qemu_version} shows it on for a socket with several logical CPUs and the pin "
-                f"has it off (QEMU {pinned_with} set it only when the guest read CPUID, so the guest saw it there "
-                "too); the vCPU would not verify: pin the guest again on the new QEMU")
-    for name in sorted(source - destination):
-        reasons.append(
-            f"{name}: the pin has it on as QEMU {pinned_with} shows it for this topology; QEMU {caps.qemu_version} "
-            "does not show it in the vCPU's feature words (it sets it only in CPUID): the vCPU would not verify")
-    return reasons

@@ -26,7 +26,7 @@ from guestcpu.catalog.catalog import Catalog
 from guestcpu.catalog.gates import failed_msr, gate_of, msr_name, without_msr
 from guestcpu.errors import InputError, suggest
 from guestcpu.formats.libvirt_xml import format_cpu, parse_cpu
-from guestcpu.lifecycle.abi import build_abi, topology_json, topology_of, topology_reported
+from guestcpu.lifecycle.abi import build_abi, topology_given, topology_json, topology_of
 from guestcpu.lifecycle.argv import guest_args
 from guestcpu.lifecycle.definition import GuestDefinition
 from guestcpu.lifecycle.gates import msr_refusal
@@ -133,8 +133,7 @@ async def pin_cpu_async(
                 )
     caps = target.caps
     warnings = [*request.warnings, *warnings]
-    missing = sorted(set(abi.required) - supported_features(caps) - topology_reported(
-        abi.topology, abi.vendor, caps.qemu_version))
+    missing = sorted(set(abi.required) - supported_features(caps) - topology_given(abi.topology, abi.vendor))
     if missing:
         where = "TCG" if target.accel == "tcg" else "this host under KVM"
         warnings.append(f"{where} cannot give this CPU now (QEMU {caps.qemu_version}); missing: {', '.join(missing)}")
@@ -168,8 +167,7 @@ def _abi(
         version=version,
         requested_features={k: v for k, v in props.items() if isinstance(v, bool)},
         topology=topology,
-        topology_features=topology_reported(
-            topology_json(topology), str(expanded.static.get("vendor", "")), target.caps.qemu_version),
+        topology_features=topology_given(topology_json(topology), str(expanded.static.get("vendor", ""))),
     )
 
 

@@ -131,6 +131,13 @@ async def pin_cpu_async(
                     f"KVM here refuses to set {msr_name(msr)} (QEMU would abort at start-up), so this host-model "
                     f"has {', '.join(dropped)} off"
                 )
+    if abi.family == 0 and abi.model_number == 0:
+        # QEMU 10's max under TCG gets its family/model/stepping only when the vCPU is realized:
+        # the expansion says 0/0/0, so the pin takes the identity the started vCPU has.
+        abi = await _realized_identity(abi, target, timeout)
+        warnings.append(f"QEMU {target.caps.qemu_version} reports {abi.model}'s family/model only once the vCPU "
+                        f"exists; pinned as started: family {abi.family} model {abi.model_number} "
+                        f"stepping {abi.stepping}")
     caps = target.caps
     warnings = [*request.warnings, *warnings]
     missing = sorted(set(abi.required) - supported_features(caps) - topology_given(abi.topology, abi.vendor))
@@ -257,6 +264,17 @@ async def _trial_start(abi: Abi, target: Target, timeout: float) -> QemuStartErr
             return None
     except QemuStartError as exc:
         return exc
+
+
+async def _realized_identity(abi: Abi, target: Target, timeout: float) -> Abi:
+    """``abi`` with the identity (vendor, family/model/stepping, level, xlevel, model-id) of a started vCPU."""
+    from guestcpu.lifecycle.live import IDENTITY, read_live
+
+    known = known_features(target.caps)
+    async with QemuProcess(target.binary, guest_args(abi, known, caps=target.caps), timeout=timeout,
+                           name="identity") as qemu:
+        live = await read_live(qemu, abi, known)
+    return replace(abi, **{field: live.identity[prop] for field, prop in IDENTITY.items()})
 
 
 def _policy(request: CpuRequest, cpu: CpuDefinition | None, existing: bool, default_used: bool) -> PinPolicy:

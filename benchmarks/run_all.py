@@ -11,7 +11,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 
-for name in ("bench_engine.py", "bench_cli.py", "bench_probe.py"):
+for name in ("bench_engine.py", "bench_catalog_cache.py", "bench_cli.py", "bench_probe.py"):
     path = HERE / name
     if not path.exists():
         continue

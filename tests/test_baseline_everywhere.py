@@ -88,7 +88,7 @@ def test_cli_baseline_with_several_caps(
 def test_cli_compare_against_several_hosts_gives_one_verdict_each(
     fleet: list[tuple[str, QemuCaps, CpuDefinition]], tmp_path: Path
 ) -> None:
-    """Skylake-Client: fine on the Skylake-era hosts, not on the Haswell one.
+    """Skylake-Client-v1: fine on the Skylake-era hosts, not on the Haswell one.
 
     (Not the -IBRS variant: the Gold 6148 was recorded with microcode lacking spec-ctrl.)"""
     args = []
@@ -97,7 +97,7 @@ def test_cli_compare_against_several_hosts_gives_one_verdict_each(
         path.write_text(json.dumps(to_document(caps)))
         args += ["--caps", str(path)]
     guest = tmp_path / "g.xml"
-    guest.write_text("<cpu mode='custom' match='exact'><model>Skylake-Client</model></cpu>")
+    guest.write_text("<cpu mode='custom' match='exact'><model>Skylake-Client-v1</model></cpu>")
     out = subprocess.run([sys.executable, "-m", "guestcpu.cli.main", "compare", "--error", "--json", *args,
                           str(guest)], capture_output=True, text=True, timeout=120)
     assert out.returncode == 3, out.stderr

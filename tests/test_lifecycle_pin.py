@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from typing import Any
 
 import pytest
@@ -168,11 +169,10 @@ def test_document_round_trip() -> None:
         lambda d: d["abi"]["features"].__setitem__("hle", "require"),
         lambda d: d["abi"]["features"].pop("avx2"),
         lambda d: d["abi"].__setitem__("model_id", "Fast CPU"),
-        lambda d: d["abi"].__setitem__("surprise", 1),
         lambda d: d["abi"]["props"].__setitem__("legacy-cache", False),
         lambda d: d.__setitem__("fingerprint", "sha256:" + "0" * 64),
     ],
-    ids=["feature-flipped", "feature-removed", "model-id", "unknown-key", "prop", "fingerprint"],
+    ids=["feature-flipped", "feature-removed", "model-id", "prop", "fingerprint"],
 )
 def test_a_pin_edited_by_hand_is_refused(edit: Any) -> None:
     doc = pin_to_document(make_pin())
@@ -187,21 +187,45 @@ def test_a_pin_edited_by_hand_is_refused(edit: Any) -> None:
     [
         (lambda d: d.__setitem__("schema_version", 2), "pin schema version 2; this guestcpu reads version 1"),
         (lambda d: d.__setitem__("schema", "guestcpu/host-capture"), "it is a 'guestcpu/host-capture' document"),
-        (lambda d: d["abi"]["features"].__setitem__("hle", "optional"), "only require or disable"),
-        (lambda d: d["abi"].__setitem__("family", "six"), "'abi.family' has the wrong type"),
-        (lambda d: d["abi"].__setitem__("family", True), "'abi.family' has the wrong type"),
-        (lambda d: d["abi"].pop("machine"), "'abi.machine' is missing"),
-        (lambda d: d["abi"].__setitem__("mode", "host-model"), "abi.mode 'host-model' is not one of"),
-        (lambda d: d["abi"]["topology"].__setitem__("cores", 0), "'abi.topology' must give sockets, dies"),
+        (lambda d: d["abi"]["features"].__setitem__("hle", "optional"),
+         'damaged at $.abi.features.hle: expected one of "require", "disable", found "optional"'),
+        (lambda d: d["abi"].__setitem__("family", "six"), 'damaged at $.abi.family: expected integer, found "six"'),
+        (lambda d: d["abi"].__setitem__("family", True), "damaged at $.abi.family: expected integer, found true"),
+        (lambda d: d["abi"].pop("machine"), "damaged at $.abi: member 'machine' is missing"),
+        (lambda d: d["abi"].__setitem__("mode", "host-model"),
+         'damaged at $.abi.mode: expected one of "custom", "host-passthrough", "maximum", found "host-model"'),
+        (lambda d: d["abi"]["topology"].__setitem__("cores", 0), "damaged at $.abi.topology.cores: 0 is less than"),
+        (lambda d: d["abi"].__setitem__("surprise", 1), "damaged at $.abi: Additional properties are not allowed"),
+        (lambda d: d["policy"].__setitem__("mode", 7), "damaged at $.policy.mode: expected one of"),
+        (lambda d: d.pop("seal"), "damaged at $: member 'seal' is missing"),
     ],
 )
 def test_bad_pins_get_one_clear_message(edit: Any, message: str) -> None:
     doc = pin_to_document(make_pin())
     edit(doc)
-    with pytest.raises(PinError, match=message.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(PinError, match=re.escape(message)):
         pin_from_document(doc, "PIN.json")
     with pytest.raises(PinError, match="not valid JSON"):
         loads_pin("{oops", "PIN.json")
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda d: d["policy"].__setitem__("mode", "host-model"),
+        lambda d: d["policy"].__setitem__("recompute_on_fresh_start", True),
+        lambda d: d["policy"].__setitem__("match", "minimum"),
+        lambda d: d["policy"].__setitem__("definition", "<cpu mode='host-model'/>"),
+        lambda d: d.__setitem__("host", {"name": "base", "props": {"avx512f": True}}),
+    ],
+    ids=["mode-host-model", "recompute", "match", "definition", "host"],
+)
+def test_an_edited_policy_or_host_is_refused(edit: Any) -> None:
+    """The policy decides what a start gives (host-model is recomputed): the seal covers it."""
+    doc = pin_to_document(make_pin())
+    edit(doc)
+    with pytest.raises(PinError, match=r"seal does not match.*edited by hand"):
+        pin_from_document(doc, "PIN.json")
 
 
 # -- the libvirt form and -cpu ---------------------------------------------------------------
@@ -221,6 +245,21 @@ def test_libvirt_form_lists_every_catalog_feature(catalog: Catalog) -> None:
     assert cpu.topology is not None and (cpu.topology.sockets, cpu.topology.cores, cpu.topology.threads) == (1, 1, 1)
     passthrough = libvirt_xml(make_abi(mode="host-passthrough", model="host"), catalog)
     assert passthrough.startswith("<cpu mode='host-passthrough' check='full' migratable='on'>\n  <topology ")
+
+
+def test_model_id_global_names_the_cpu_type_the_probe_reported() -> None:
+    """The -global driver is QEMU's QOM type name for the model (from query-cpu-definitions), not a guess."""
+    from dataclasses import replace
+
+    from guestcpu.lifecycle.argv import cpu_args
+
+    caps = make_caps()
+    renamed = tuple(replace(m, typename="Skylake-Client-v2-i386-cpu") if m.name == "Skylake-Client-v2" else m
+                    for m in caps.models)
+    caps = replace(caps, models=renamed)
+    args = cpu_args(make_abi(), caps)
+    assert args[0] == "-cpu" and args[2] == "-global"
+    assert args[3].startswith("driver=Skylake-Client-v2-i386-cpu,property=model-id,")
 
 
 def test_cpu_argument_makes_every_property_explicit() -> None:

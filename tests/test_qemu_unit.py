@@ -205,7 +205,8 @@ def guest(xml: str) -> Any:
 
 def test_cmdline_resolves_alias_and_pins_vendor_under_kvm(kvm: QemuCaps, catalog: Catalog) -> None:
     eff = effective_cpu(guest("<cpu mode='custom'><model>Skylake-Client</model></cpu>"), kvm, catalog)
-    assert eff.qemu_model == "Skylake-Client-v1" and eff.resolution == "v1"
+    # a bare name means what define pins for a new definition: the newest version catalog and QEMU share
+    assert eff.qemu_model == "Skylake-Client-v4" and eff.resolution == "latest-common"
     assert eff.vendor_string == "GenuineIntel"
 
 
@@ -236,14 +237,15 @@ def test_explicit_cpu_compiles_to_the_effective_features(kvm: QemuCaps, catalog:
         assert compile_cpu(eff.cpu, catalog).all == eff.features, name
 
 
-def test_cmdline_base_without_identity_is_refused(tcg: QemuCaps, catalog: Catalog) -> None:
-    with pytest.raises(NotExpressibleError, match="no CPUID identity"):
-        effective_cpu(guest("<cpu><model>cpu64-rhel6</model></cpu>"), tcg, catalog)
-
-
-def test_own_cache_models_cannot_be_expressed_on_base(tcg: QemuCaps, catalog: Catalog) -> None:
-    with pytest.raises(NotExpressibleError, match="cache topology"):
-        effective_cpu(guest("<cpu><model>EPYC-Genoa</model></cpu>"), tcg, catalog)
+@pytest.mark.parametrize("name", ["cpu64-rhel6", "EPYC-Genoa"])
+def test_a_model_this_qemu_lacks_is_judged_as_define_pins_it(name: str, tcg: QemuCaps, catalog: Catalog) -> None:
+    """fallback='allow' (the default): the closest model this QEMU has, said in a note; 'forbid': refused."""
+    assert not tcg.has_model(name)
+    eff = effective_cpu(guest(f"<cpu><model>{name}</model></cpu>"), tcg, catalog)
+    assert tcg.has_model(eff.qemu_model)
+    assert any(f"has no {name}; fallback='allow' chose" in n for n in eff.notes)
+    with pytest.raises(NotExpressibleError, match="fallback='forbid'"):
+        effective_cpu(guest(f"<cpu><model fallback='forbid'>{name}</model></cpu>"), tcg, catalog)
 
 
 def test_unknown_model_suggests_names(tcg: QemuCaps, catalog: Catalog) -> None:
@@ -268,7 +270,9 @@ def test_hypervisor_compare_agrees_with_qemu_usability(accel: str, request: pyte
         if entry.name in ("host", "max", "base") or not catalog.has_model(entry.name):
             continue
         result = hypervisor_compare(guest(f"<cpu><model>{entry.name}</model></cpu>"), caps, catalog)
-        assert (result.result is not CompareResult.INCOMPATIBLE) == entry.usable, entry.name
+        resolved = caps.model(result.effective.qemu_model)  # a bare name: the version define would pin
+        assert resolved is not None
+        assert (result.result is not CompareResult.INCOMPATIBLE) == resolved.usable, entry.name
 
 
 BASELINE_PAIRS = [

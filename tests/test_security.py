@@ -259,6 +259,46 @@ def test_a_damaged_catalog_cache_is_rebuilt_never_trusted(damage: str, tmp_path:
     assert not path.is_symlink() and json.loads(path.read_bytes()) == json.loads(good)  # rebuilt in place
 
 
+@needs_root
+def test_drop_ins_another_user_can_write_are_refused(attacker: pwd.struct_passwd, arena: Path) -> None:
+    """Drop-ins change every answer: as root with another user's XDG_CONFIG_HOME, they are not read."""
+    config = arena / "config"
+    config.mkdir()
+    os.chown(config, attacker.pw_uid, attacker.pw_gid)
+    as_attacker("mkdir", "-p", config / "guestcpu" / "models.d")
+    evil = {"model": [{"name": "Skylake-Client-v4", "base": "qemu64", "notes": "forged"}]}
+    (arena / "evil.json").write_text(json.dumps(evil))
+    as_attacker("cp", arena / "evil.json", config / "guestcpu" / "models.d" / "evil.json")
+    env = {"XDG_CONFIG_HOME": str(config), "XDG_CACHE_HOME": str(arena / "cache")}
+    line = one_error_line(guestcpu(["model", "Skylake-Client-v4", "--json"], env))
+    assert f"drop-in folder {config / 'guestcpu' / 'models.d'} is not safe to read" in line
+    assert f"owned by uid {attacker.pw_uid}" in line
+    # A folder that is root's but a file in it another user may write: refused as well.
+    mine = arena / "mine"
+    (mine / "guestcpu" / "models.d").mkdir(parents=True)
+    shared = mine / "guestcpu" / "models.d" / "shared.json"
+    shared.write_text(json.dumps(evil))
+    shared.chmod(0o666)
+    line = one_error_line(guestcpu(["models"], {**env, "XDG_CONFIG_HOME": str(mine)}))
+    assert f"drop-in {shared} is not safe to read" in line and "mode 0666" in line
+    shared.chmod(0o644)
+    done = guestcpu(["models", "--json"], {**env, "XDG_CONFIG_HOME": str(mine)})
+    assert done.returncode == 0, done.stderr
+    sources = {m["name"]: m["source"] for m in json.loads(done.stdout)["models"]}
+    assert sources["Skylake-Client-v4"] == str(shared)  # a safe drop-in is read as before
+
+
+def test_the_catalog_data_form_round_trips_exactly() -> None:
+    from guestcpu.catalog.cache import catalog_from_data, catalog_to_data
+    from guestcpu.catalog.loader import load_catalog
+
+    built = load_catalog(None, [])
+    again = catalog_from_data(json.loads(json.dumps(catalog_to_data(built))))
+    assert (again.features, again.vendors, again.models, again.source) == (
+        built.features, built.vendors, built.models, built.source)
+    assert again.all_bits == built.all_bits and again.migratable_bits == built.migratable_bits
+
+
 # -- 2. cache folders: trusted only when private, never through a symlink ------------------------------
 
 
@@ -505,7 +545,7 @@ def test_fifos_devices_and_directories_are_refused_by_type(
     words = {"fifo": "is a FIFO", "device": "is a device", "directory": "is a directory"}
     for args in commands_reading(path, good, tmp_path / "out.json"):
         start = time.monotonic()
-        done = guestcpu(args, {"GUESTCPU_QEMU": "/bin/false"}, timeout=30)
+        done = guestcpu(args, {}, timeout=30)
         line = one_error_line(done)
         assert f"{path} {words[kind]}" in line, (args, line)
         assert time.monotonic() - start < 20
@@ -560,11 +600,15 @@ def test_deep_xml_is_one_clear_error(tmp_path: Path) -> None:
     assert f"{deep} is not well-formed XML" in line
 
 
+def _containers(inner: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return st.lists(inner, max_size=3) | st.dictionaries(st.text(alphabet='[]{}"\\'), inner, max_size=3)
+
+
+JSON_VALUES = st.recursive(st.none() | st.integers() | st.text(alphabet='[]{}"\\ab'), _containers, max_leaves=80)
+
+
 @settings(max_examples=200, deadline=None)
-@given(st.recursive(st.none() | st.integers() | st.text(alphabet='[]{}"\\ab'),
-                    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(alphabet='[]{}"\\'), inner,
-                                                                                  max_size=3),
-                    max_leaves=80))
+@given(JSON_VALUES)
 def test_json_depth_check_agrees_with_the_real_depth(value: Any) -> None:
     def depth(v: Any) -> int:
         if isinstance(v, list):
@@ -700,7 +744,7 @@ def test_sigterm_and_sighup_stop_qemu_like_ctrl_c(
         assert lines[1].startswith("running: QEMU pid"), (lines, proc.stderr.read() if proc.poll() else "")
         assert processes_with(name) and processes_with(token)
         proc.send_signal(signum)
-        assert proc.wait(20) == status
+        assert proc.wait(60) == status
         err = proc.stderr.read().strip().splitlines()
         assert err == [f"guestcpu: error: stopped by {signal.Signals(signum).name}; QEMU was asked to quit and is "
                        "gone"], err
@@ -710,6 +754,34 @@ def test_sigterm_and_sighup_stop_qemu_like_ctrl_c(
             proc.wait()
     assert wait_gone(name) == [] and wait_gone(token) == []
     assert list(private_tmp.iterdir()) == []  # the QMP socket folder is removed
+
+
+def catches(pid: int, signum: int) -> bool:
+    """Whether process ``pid`` has a handler for ``signum`` (/proc/PID/status SigCgt)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigCgt:"):
+            return bool(int(line.split()[1], 16) >> (signum - 1) & 1)
+    return False
+
+
+@pytest.mark.parametrize(("signum", "status"), [(signal.SIGTERM, 143), (signal.SIGHUP, 129)])
+def test_sigterm_while_no_qemu_runs_is_one_line_too(signum: int, status: int) -> None:
+    """Waiting on standard input (no QEMU involved): the same one line and exit status."""
+    proc = subprocess.Popen([sys.executable, "-m", "guestcpu.cli.main", "baseline", "-"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not catches(proc.pid, signum) and time.monotonic() < deadline:  # past start-up
+            time.sleep(0.05)
+        time.sleep(0.2)
+        proc.send_signal(signum)
+        assert proc.wait(30) == status
+        assert proc.stderr is not None
+        assert proc.stderr.read() == f"guestcpu: error: stopped by {signal.Signals(signum).name}\n"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
 
 
 @needs_qemu

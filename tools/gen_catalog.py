@@ -34,7 +34,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
-from guestcpu.catalog.cpumap import family_of, read_cpu_map, version_of  # noqa: E402
+from guestcpu.catalog.cpumap import family_of, read_cpu_map  # noqa: E402
+from guestcpu.formats.files import write_output  # noqa: E402
+from guestcpu.model.names import version_of  # noqa: E402
 
 DATA = ROOT / "src" / "guestcpu" / "catalog" / "data"
 TESTDATA = ROOT / "tests" / "data"
@@ -177,7 +179,7 @@ def dump(obj: Any, indent: int = 0) -> str:
 
 def write(path: Path, obj: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(dump(obj) + "\n")
+    write_output(str(path), dump(obj) + "\n", what="catalog data")
 
 
 def qemu_only_entries(qemu_models: dict[str, Any], known: set[str], spelling: dict[str, str],

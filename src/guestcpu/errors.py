@@ -33,6 +33,17 @@ class UnknownNameError(InputError):
         super().__init__(f"unknown {what} '{name}'{place}{hint}")
 
 
+class TerminatedError(GuestCpuError):
+    """guestcpu got SIGTERM or SIGHUP: it stopped what it did (QEMU too); exit 128 + the signal."""
+
+    def __init__(self, signum: int, done: str = "") -> None:
+        import signal
+
+        self.signum = signum
+        self.exit_status = 128 + signum
+        super().__init__(f"stopped by {signal.Signals(signum).name}" + (f"; {done}" if done else ""))
+
+
 class IncompatibleError(GuestCpuError):
     """CPUs that cannot be combined or compared (different vendors, nothing in common)."""
 

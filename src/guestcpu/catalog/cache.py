@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 
 from guestcpu import __version__
 from guestcpu.catalog.catalog import Catalog, Vendor
-from guestcpu.catalog.paths import cache_home, default_dropin_dirs
+from guestcpu.catalog.paths import cache_home, trusted_dropin_dirs
 from guestcpu.errors import InputError
 from guestcpu.model.cpumodel import CpuidIdentity, CpuModel, ModelSignature, QemuReleases
 from guestcpu.model.features import Feature
@@ -127,6 +127,8 @@ _SIGNATURE = _shape(_INT, _INT, _INT + _NONE)
 
 _FEATURE_FIELDS = tuple(f.name for f in dataclasses.fields(Feature))
 _MODEL_FIELDS = tuple(f.name for f in dataclasses.fields(CpuModel))
+_SIGNATURE_FIELDS = tuple(f.name for f in dataclasses.fields(ModelSignature))
+_IDENTITY_FIELDS = tuple(f.name for f in dataclasses.fields(CpuidIdentity))
 
 
 def _make(cls: type[_T], names: tuple[str, ...], values: Iterable[Any]) -> _T:
@@ -169,11 +171,12 @@ def catalog_from_data(data: Any) -> Catalog:
             raise _Bad(f"model {fields[0]}: features outside the catalog")
         signatures = []
         for sig in fields[6]:
-            family, model, steppings = _check(sig, _SIGNATURE, "signature")
+            steppings = _check(sig, _SIGNATURE, "signature")[2]
             if steppings is not None and not 0 <= steppings < 1 << 16:
                 raise _Bad(f"model {fields[0]}: steppings")
-            signatures.append(ModelSignature(family, model, steppings))
-        identity = None if fields[14] is None else CpuidIdentity(*_check(fields[14], _IDENTITY, "identity"))
+            signatures.append(_make(ModelSignature, _SIGNATURE_FIELDS, sig))
+        identity = None if fields[14] is None else _make(CpuidIdentity, _IDENTITY_FIELDS,
+                                                          _check(fields[14], _IDENTITY, "identity"))
         try:
             releases = None if fields[15] is None else QemuReleases(*_check(fields[15], _RELEASES, "releases"))
         except ValueError as exc:
@@ -191,7 +194,7 @@ def _warn(message: str) -> None:
 
 
 def load_catalog_cached(libvirt_dir: Path | None = None, dropin_dirs: list[Path] | None = None) -> Catalog:
-    dirs = default_dropin_dirs() if dropin_dirs is None else dropin_dirs
+    dirs = trusted_dropin_dirs() if dropin_dirs is None else dropin_dirs
     if os.environ.get("GUESTCPU_NO_CATALOG_CACHE"):
         return _build(libvirt_dir, dirs)
     key = _fingerprint(_source_files(libvirt_dir, dirs))

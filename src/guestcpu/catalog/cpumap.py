@@ -8,31 +8,23 @@ so both paths go through one loader.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
 from guestcpu.errors import InputError
 from guestcpu.formats.xmlsafe import parse_xml_file
+from guestcpu.model.names import base_of
 
-_VERSION_RE = re.compile(r"^(?P<base>.+)-v(?P<version>\d+)$")
 _VARIANT_SUFFIXES = ("-noTSX-IBRS", "-noTSX", "-IBRS", "-IBPB")
 
 
 def family_of(name: str) -> str:
     """The model family a name belongs to: ``Skylake-Client-noTSX-IBRS`` -> ``Skylake-Client``."""
-    match = _VERSION_RE.match(name)
-    if match:
-        name = match.group("base")
+    name = base_of(name)
     for suffix in _VARIANT_SUFFIXES:
         if name.endswith(suffix):
             return name[: -len(suffix)]
     return name
-
-
-def version_of(name: str) -> int | None:
-    match = _VERSION_RE.match(name)
-    return int(match.group("version")) if match else None
 
 
 def _hex(value: str | None) -> int:

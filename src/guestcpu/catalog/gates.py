@@ -2,7 +2,8 @@
 
 QEMU clears a feature whose *gate* is off without a word: the IA32_ARCH_CAPABILITIES
 bits (``rdctl-no``, ``mds-no`` ...) need ``arch-capabilities``, the VMX capability
-MSRs (``vmx-ept`` ...) need ``vmx``, the SVM leaf (``npt`` ...) needs ``svm``.  So
+MSRs (``vmx-ept`` ...) need ``vmx``, the SVM leaf (``npt`` ...) needs ``svm``: the
+table is ``catalog.dependencies``, measured from QEMU.  So
 ``define`` either turns the gate on with the feature (saying so) or refuses, and a
 hypervisor baseline never requires a feature whose gate it disables.
 
@@ -17,6 +18,7 @@ import re
 from collections.abc import Iterable
 
 from guestcpu.catalog.catalog import Catalog
+from guestcpu.catalog.dependencies import dependencies_for, nearest_parent
 from guestcpu.model.features import Feature
 
 #: MSR index -> (architectural name, the CPUID feature that makes QEMU set it)
@@ -25,26 +27,12 @@ MSR_GATES: dict[int, tuple[str, str]] = {
     0x345: ("IA32_PERF_CAPABILITIES", "pdcm"),
     0xCF: ("IA32_CORE_CAPABILITIES", "core-capability"),
 }
-#: VMX capability MSRs (IA32_VMX_BASIC .. IA32_VMX_VMFUNC) exist only with vmx; some only
-#: with a control of another one (the secondary controls, EPT/VPID capabilities, VM functions)
-VMX_MSRS = range(0x480, 0x492)
-VMX_MSR_GATES: dict[int, str] = {0x48B: "vmx-secondary-ctls", 0x48C: "vmx-ept", 0x491: "vmx-vmfunc"}
-#: CPUID leaves whose bits exist only with another feature
-LEAF_GATES: dict[int, str] = {0x8000000A: "svm", 0x14: "intel-pt"}
-
 _FAILED_MSR = re.compile(r"failed to set MSR (0x[0-9a-fA-F]+)")
 
 
 def gate_of(feature: Feature) -> str | None:
-    """The catalog feature ``feature`` needs to exist at all (None: none)."""
-    if feature.kind == "msr":
-        if feature.leaf in MSR_GATES:
-            return MSR_GATES[feature.leaf][1]
-        if feature.leaf in VMX_MSRS:
-            gate = VMX_MSR_GATES.get(feature.leaf, "vmx")
-            return gate if gate != feature.name else "vmx"
-        return None
-    return LEAF_GATES.get(feature.leaf)
+    """The feature ``feature`` needs first to exist at all (None: none), from QEMU's measured table."""
+    return nearest_parent((*feature.qemu_names, feature.name))
 
 
 def failed_msr(lines: Iterable[str]) -> int | None:
@@ -86,13 +74,4 @@ def without_msr(msr: int, catalog: Catalog, known: Iterable[str]) -> dict[str, b
 
 def without_ungated(bits: int, catalog: Catalog) -> int:
     """``bits`` without the features whose gate is not in ``bits`` (QEMU would clear them)."""
-    while True:
-        kept = bits
-        for feature in catalog.features:
-            if bits >> feature.index & 1:
-                gate = gate_of(feature)
-                if gate is not None and catalog.has_feature(gate) and not bits >> catalog.feature(gate).index & 1:
-                    kept &= ~(1 << feature.index)
-        if kept == bits:
-            return bits
-        bits = kept
+    return dependencies_for(catalog).without_orphans(bits)

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from guestcpu.catalog.catalog import Catalog, Vendor
-from guestcpu.catalog.paths import default_dropin_dirs
+from guestcpu.catalog.paths import default_dropin_dirs as default_dropin_dirs  # re-exported
+from guestcpu.catalog.paths import trusted_dropin_dirs
 from guestcpu.errors import InputError, UnknownNameError
 from guestcpu.model.cpumodel import CpuidIdentity, CpuModel, ModelSignature, QemuReleases
 from guestcpu.model.features import Feature
@@ -276,7 +277,8 @@ def apply_dropins(catalog: Catalog, directories: Iterable[Path]) -> Catalog:
 
 
 def load_libvirt_cpu_map(directory: Path) -> Catalog:
-    from guestcpu.catalog.cpumap import family_of, read_cpu_map, version_of
+    from guestcpu.catalog.cpumap import family_of, read_cpu_map
+    from guestcpu.model.names import version_of
 
     parsed = read_cpu_map(directory)
     features: list[Feature] = []
@@ -341,4 +343,4 @@ def load_catalog(libvirt_dir: Path | None = None, dropin_dirs: Iterable[Path] | 
         return load_libvirt_cpu_map(libvirt_dir)
     features, vendors, models = load_builtin()
     catalog = Catalog(features, vendors, tuple(models))
-    return apply_dropins(catalog, default_dropin_dirs() if dropin_dirs is None else dropin_dirs)
+    return apply_dropins(catalog, trusted_dropin_dirs() if dropin_dirs is None else dropin_dirs)

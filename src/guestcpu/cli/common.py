@@ -3,20 +3,29 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
+from click.decorators import FC
 
 from guestcpu.catalog.catalog import Catalog
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 
 # Options shared by every command that talks to QEMU.
-qemu_option = click.option(
-    "--qemu", "qemu", metavar="PATH", envvar="GUESTCPU_QEMU",
-    help="QEMU binary (default: qemu-system-<arch> on PATH).",
-)
+
+
+def qemu_option_as(param: str) -> Callable[[FC], FC]:
+    """The one ``--qemu PATH`` option (``GUESTCPU_QEMU`` when absent), passed as ``param``."""
+    return click.option(
+        "--qemu", param, metavar="PATH", envvar="GUESTCPU_QEMU",
+        help="QEMU binary (default: qemu-system-<arch> on PATH; env GUESTCPU_QEMU).",
+    )
+
+
+qemu_option = qemu_option_as("qemu")
 accel_option = click.option(
     "--accel", type=click.Choice(["kvm", "tcg"]), default=None,
     help="Accelerator (default: kvm when /dev/kvm is usable, else tcg).",

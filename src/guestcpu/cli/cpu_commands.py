@@ -150,15 +150,20 @@ def compare_cmd(
         usage = "CPU (with --hypervisor/--caps)" if against_qemu else "HOST CPU (or --hypervisor CPU)"
         raise InputError(f"compare takes {usage}; got {len(files)} file(s)")
     catalog = load_catalog_for(ctx)
-    guest = guest_cpu_from_bytes(read_input(files[-1]), files[-1])
+    guest_data = read_input(files[-1])
+    guest = guest_cpu_from_bytes(guest_data, files[-1])
     extra: dict[str, object] = {}
     if against_qemu:
+        from guestcpu.cli.inputs import domain_accel
         from guestcpu.cli.qemu_commands import obtain_caps
         from guestcpu.qemu.hypervisor import hypervisor_compare
 
-        targets = [obtain_caps(None, accel, caps_file=path) for path in caps_files]
+        # A <domain type='qemu'> runs under TCG: judge it there unless --accel says otherwise.
+        domain = domain_accel(guest_data, files[-1]) if accel is None else None
+        asked = f"the domain type of {files[-1]}" if domain else "--accel"
+        targets = [obtain_caps(None, accel or domain, caps_file=path, asked_by=asked) for path in caps_files]
         if hypervisor:
-            targets.append(obtain_caps(qemu, accel))
+            targets.append(obtain_caps(qemu, accel or domain))
         if len(targets) > 1:
             _compare_everywhere(guest, targets, catalog, machine, fail_incompatible, as_json)
             return
@@ -190,6 +195,52 @@ def compare_cmd(
             click.echo(f"  {label}: {', '.join(result.extra_features)}")
     if fail_incompatible and result.result is CompareResult.INCOMPATIBLE:
         sys.exit(EXIT_INCOMPATIBLE)
+
+
+def _verify_baseline_starts(
+    cpu: CpuDefinition, hosts: list[tuple[Any, str]], catalog: Any, machine: str | None, *, local_last: bool,
+) -> list[str]:
+    """Start the baseline (paused, check='full') on every QEMU that is at hand; the hosts it started on.
+
+    That is this host's QEMU with --hypervisor, and every TCG document whose binary is
+    here at the same version (TCG depends on QEMU only).  A KVM capture of another host
+    cannot be started here: for those the answer rests on QEMU's recorded verdicts.
+    A baseline that does not start is an error naming the host and what stopped it.
+    """
+    import os
+
+    from guestcpu.errors import GuestCpuError, IncompatibleError
+    from guestcpu.lifecycle.define import load_target
+    from guestcpu.lifecycle.definition import GuestDefinition
+    from guestcpu.lifecycle.run import plan_run, run_plan
+    from guestcpu.model.cpu import Check
+    from guestcpu.qemu.cache import load_caps
+
+    checked: list[str] = []
+    for index, (caps, source) in enumerate(hosts):
+        is_local = local_last and index == len(hosts) - 1
+        if not is_local:
+            if caps.accel != "tcg" or not os.path.exists(caps.binary):
+                continue
+            try:
+                here = load_caps(caps.binary, "tcg").caps
+            except GuestCpuError:
+                continue
+            if here.qemu_version != caps.qemu_version:
+                continue
+            caps = here
+        # The one launch path: the baseline pinned in memory, started paused, its vCPU read back.
+        where = f"{source} ({caps.accel}, QEMU {caps.qemu_version})"
+        try:
+            target = load_target(caps.binary, caps.accel, machine, caps=caps)
+            plan = plan_run(GuestDefinition(cpu=cpu.with_(check=Check.FULL)), target, catalog)
+            result = run_plan(plan, target, catalog, verify_only=True)
+        except GuestCpuError as exc:
+            raise IncompatibleError(f"the baseline does not start on {where}: " + " ".join(str(exc).split())) from None
+        if not result.mismatch.ok:
+            raise IncompatibleError(f"the baseline does not start as printed on {where}: {result.mismatch}")
+        checked.append(source)
+    return checked
 
 
 def _compare_everywhere(
@@ -224,20 +275,22 @@ def _compare_everywhere(
 
 
 def _s390x_compare(files: tuple[str, ...], qemu: str | None, fail_incompatible: bool, as_json: bool) -> None:
-    from guestcpu.qemu.s390x import compare_models, parse_model_spec
+    from guestcpu.qemu.s390x import host_runs_guest, parse_model_spec
 
     if len(files) > 2:
-        raise InputError(f"s390x compare takes CPU [OTHER]; got {len(files)} arguments")
-    # libvirt's argument order (HOST CPU) reads as: is CPU runnable where HOST is?
-    cpu = parse_model_spec(files[-1])
-    other = parse_model_spec(files[0]) if len(files) == 2 else None
-    result = compare_models(cpu, other, binary=qemu)
+        raise InputError(f"s390x compare takes [HOST] CPU; got {len(files)} arguments")
+    # Like x86: can HOST (default: what this QEMU offers) run the guest CPU?
+    guest = parse_model_spec(files[-1])
+    host = parse_model_spec(files[0]) if len(files) == 2 else None
+    result = host_runs_guest(guest, host, binary=qemu)
+    verdict = result.host_verdict
     if as_json:
-        emit_json(result.as_dict())
+        emit_json({**result.as_dict(), "host": result.modela.spec, "guest": guest.spec, "verdict": verdict})
     else:
         props = ", ".join(result.responsible_properties)
-        click.echo(f"{result.result}" + (f": {props}" if props else ""))
-    if fail_incompatible and result.result == "incompatible":
+        note = f" (QEMU: the host is a {result.result} of the guest)" if result.result != verdict else ""
+        click.echo(f"{verdict}{note}" + (f": {props}" if props else ""))
+    if fail_incompatible and verdict == "incompatible":
         sys.exit(EXIT_INCOMPATIBLE)
 
 
@@ -309,11 +362,12 @@ def baseline_cmd(
                                          migratable=migratable, expand=expand, machine=machine, models=allowed)
         hv = everywhere.result
         cpu_out = hv.cpu
+        started = _verify_baseline_starts(cpu_out, hosts, catalog, machine, local_last=hypervisor)
         dropped = hv.engine.dropped_features
         accels = sorted({caps.accel for caps, _ in hosts})
         extra = {"caps": [source for _, source in hosts], "accel": accels[0] if len(accels) == 1 else "mixed",
                  "qemu_model": hv.qemu_model, "not_offered": hv.not_offered, "qemu_added": hv.qemu_added,
-                 "notes": list(hv.notes),
+                 "notes": list(hv.notes), "verified_start": started,
                  "hosts": [{"caps": label, "accel": caps.accel, "result": verdict.result.value}
                            for (label, verdict), (caps, _) in zip(everywhere.verdicts, hosts, strict=True)]}
     else:

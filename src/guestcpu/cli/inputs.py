@@ -94,6 +94,16 @@ def host_cpus_from_bytes(data: bytes, source: str, catalog: Catalog) -> list[Cpu
     return cpus
 
 
+def domain_accel(data: bytes, source: str) -> str | None:
+    """The accelerator a domain XML asks for (``type='qemu'``: TCG); None for a bare ``<cpu>``."""
+    if _first_tag(data) != b"domain":
+        return None
+    from guestcpu.formats.xmlsafe import parse_xml_bytes
+    from guestcpu.lifecycle.definition import ACCEL_OF_DOMAIN_TYPE
+
+    return ACCEL_OF_DOMAIN_TYPE.get(parse_xml_bytes(data, source).get("type") or "")
+
+
 def guest_cpu_from_bytes(data: bytes, source: str) -> CpuDefinition:
     from guestcpu.formats.libvirt_xml import parse_cpus
 

@@ -13,16 +13,13 @@ from typing import Any
 
 import click
 
-from guestcpu.cli.common import emit_json, json_option, load_catalog_for, read_input
+from guestcpu.cli.common import emit_json, json_option, load_catalog_for, qemu_option_as, read_input
 from guestcpu.errors import GuestCpuError, InputError
 
 EXIT_REFUSED = 2
 
 # The same --qemu as every other command (GUESTCPU_QEMU included), named ``binary`` here.
-qemu_option = click.option(
-    "--qemu", "binary", metavar="PATH", envvar="GUESTCPU_QEMU",
-    help="The QEMU binary (default: qemu-system-x86_64 on PATH).",
-)
+qemu_option = qemu_option_as("binary")
 
 
 def _warn(lines: Any) -> None:
@@ -234,29 +231,51 @@ def capture_cmd(output: str, binary: str | None, refresh: bool, file_mode: str, 
 
 
 def _destination_check(
-    pin_file: str, capture_file: str | None, binary: str | None, purpose: str, as_json: bool
+    pin_file: str, capture_files: tuple[str, ...], binary: str | None, purpose: str, as_json: bool
 ) -> None:
+    """One verdict per destination (every ``--to``, or the local QEMU); exit 2 if any refuses."""
     from guestcpu.lifecycle.compat import check_destination
     from guestcpu.lifecycle.documents import read_capture, read_pin
 
-    if capture_file is not None and binary is not None:
-        raise InputError("give either --to HOST.json or --qemu PATH, not both")
+    if capture_files and binary is not None:
+        if not _from_environment("binary"):
+            raise InputError("give either --to HOST.json or --qemu PATH, not both")
+        binary = None  # GUESTCPU_QEMU names this host's QEMU; a capture is the destination here
     pin = read_pin(pin_file)
-    if capture_file is not None:
+    targets: list[tuple[Any, str | None, str]] = []
+    for capture_file in capture_files:
         capture = read_capture(capture_file)
         caps, why = capture.caps(pin.abi.accel)
-        destination = f"{capture.hostname or capture_file} ({capture_file})"
-    else:
-        caps, why, destination = _local_caps(binary, pin.abi.accel)
-    verdict = check_destination(pin, caps, purpose=purpose, destination=destination, unavailable=why)
+        targets.append((caps, why, f"{capture.hostname or capture_file} ({capture_file})"))
+    if not capture_files:
+        targets.append(_local_caps(binary, pin.abi.accel))
+    verdicts = [
+        check_destination(pin, caps, purpose=purpose, destination=destination, unavailable=why)
+        for caps, why, destination in targets
+    ]
     if as_json:
-        emit_json(verdict.to_json())
+        if len(verdicts) == 1:
+            emit_json(verdicts[0].to_json())
+        else:
+            emit_json({"ok": all(v.ok for v in verdicts), "destinations": [v.to_json() for v in verdicts]})
     else:
-        click.echo(verdict.summary())
-        for note in verdict.notes:
-            click.echo(f"  note: {note}")
-    if not verdict.ok:
+        for verdict in verdicts:
+            click.echo(verdict.summary())
+            for note in verdict.notes:
+                click.echo(f"  note: {note}")
+        refused = [v.destination for v in verdicts if not v.ok]
+        if len(verdicts) > 1:
+            click.echo(f"{len(verdicts) - len(refused)} of {len(verdicts)} destinations can give the pinned CPU"
+                       + (f"; refused: {', '.join(refused)}" if refused else ""))
+    if not all(v.ok for v in verdicts):
         raise SystemExit(EXIT_REFUSED)
+
+
+def _from_environment(param: str) -> bool:
+    """Whether ``param`` came from an environment variable rather than the command line."""
+    from click.core import ParameterSource
+
+    return click.get_current_context().get_parameter_source(param) is ParameterSource.ENVIRONMENT
 
 
 def _local_caps(binary: str | None, accel: str) -> tuple[Any, str | None, str]:
@@ -274,7 +293,8 @@ def _local_caps(binary: str | None, accel: str) -> tuple[Any, str | None, str]:
 
 _check_options = [
     click.argument("pin_file", metavar="PIN.json"),
-    click.option("--to", "capture_file", metavar="HOST.json", help="The destination's capture ('guestcpu capture')."),
+    click.option("--to", "capture_files", metavar="HOST.json", multiple=True,
+                 help="A destination's capture ('guestcpu capture'); repeat for several, each is checked."),
     qemu_option,
     json_option,
 ]
@@ -288,20 +308,21 @@ def _with_check_options(func: Any) -> Any:
 
 @click.command("migrate-check")
 @_with_check_options
-def migrate_check_cmd(pin_file: str, capture_file: str | None, binary: str | None, as_json: bool) -> None:
+def migrate_check_cmd(pin_file: str, capture_files: tuple[str, ...], binary: str | None, as_json: bool) -> None:
     """Can a destination give exactly this guest's pinned CPU?  Refused (exit 2) naming every feature.
 
-    The destination is a capture (--to HOST.json) or a local QEMU (--qemu PATH, default
-    this host's).  The guest's pinned CPU is compared, never the source host's CPU.
+    The destination is a capture (--to HOST.json, repeatable: each is checked) or a local
+    QEMU (--qemu PATH, default this host's).  The guest's pinned CPU is compared, never
+    the source host's CPU.
     """
-    _destination_check(pin_file, capture_file, binary, "migrate", as_json)
+    _destination_check(pin_file, capture_files, binary, "migrate", as_json)
 
 
 @click.command("restore-check")
 @_with_check_options
-def restore_check_cmd(pin_file: str, capture_file: str | None, binary: str | None, as_json: bool) -> None:
+def restore_check_cmd(pin_file: str, capture_files: tuple[str, ...], binary: str | None, as_json: bool) -> None:
     """Can a saved guest be restored there with exactly its pinned CPU?  Refused (exit 2) naming every feature."""
-    _destination_check(pin_file, capture_file, binary, "restore", as_json)
+    _destination_check(pin_file, capture_files, binary, "restore", as_json)
 
 
 # -- diff ---------------------------------------------------------------------------

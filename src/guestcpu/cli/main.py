@@ -108,12 +108,22 @@ def _show_warning(message: Warning | str, category: type[Warning], filename: str
     click.echo(f"guestcpu: warning: {message}", err=True)
 
 
+def _on_stop_signal(signum: int, frame: Any) -> None:
+    from guestcpu.errors import TerminatedError
+
+    # Like Ctrl-C: unwinds, so open files are closed and temporary ones removed; one line, exit 128+signal.
+    raise TerminatedError(signum)
+
+
 def main(argv: list[str] | None = None) -> None:
+    import signal
     import warnings
 
     from guestcpu.errors import GuestCpuError
 
     warnings.showwarning = _show_warning
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _on_stop_signal)
     try:
         cli.main(args=argv, prog_name="guestcpu", standalone_mode=False)
     except GuestCpuError as exc:

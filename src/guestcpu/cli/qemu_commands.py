@@ -55,16 +55,19 @@ def _progress(enabled: bool = True) -> Iterator[Any]:
 
 def obtain_caps(
     qemu: str | None, accel: str | None, *, caps_file: str | None = None, refresh: bool = False,
-    timeout: float = 15.0, arch: str = "x86_64",
+    timeout: float = 15.0, arch: str = "x86_64", asked_by: str = "--accel",
 ) -> tuple[Any, str]:
-    """(QemuCaps, where they came from) for the CLI: a document, the cache, or a probe."""
+    """(QemuCaps, where they came from) for the CLI: a document, the cache, or a probe.
+
+    ``asked_by`` says where ``accel`` came from, for the error when the document has another.
+    """
     if caps_file is not None:
         from guestcpu.qemu.cache import read_caps_file
 
         caps = read_caps_file(caps_file, accel)
         if accel is not None and caps.accel != accel:
-            raise InputError(f"{caps_file} describes accelerator {caps.accel}, not {accel}; drop --accel or "
-                             "pass a document captured with it")
+            raise InputError(f"{caps_file} describes accelerator {caps.accel}, but {asked_by} asks for {accel}; "
+                             f"pass a document or capture with {accel} capabilities")
         return caps, f"document {caps_file}"
     from guestcpu.qemu.cache import load_caps
     from guestcpu.qemu.probe import default_accel

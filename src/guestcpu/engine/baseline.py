@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from guestcpu.catalog.catalog import Catalog
+from guestcpu.catalog.dependencies import FeatureDependencies
 from guestcpu.engine.cpubits import compile_cpu
 from guestcpu.engine.decode import CpuFacts, DecodeResult, decode
 from guestcpu.engine.expand import expand_features
@@ -35,7 +36,16 @@ def baseline(
     migratable: bool = False,
     models: Mapping[str, Sequence[str]] | None = None,
     allowed_features: int | None = None,
+    dependencies: FeatureDependencies | None = None,
+    fallback: Fallback | None = None,
 ) -> BaselineResult:
+    """The best CPU every one of ``cpus`` can run.
+
+    ``dependencies``: leave out features whose parent the common set lacks (QEMU would
+    turn them off: what a CPU for a hypervisor needs; libvirt's plain baseline keeps
+    them).  ``fallback=Fallback.ALLOW`` lets the inputs' own model give way to one of
+    ``models`` instead of failing when the hypervisor lacks it.
+    """
     if not cpus:
         raise InputError("baseline needs at least one CPU")
     vendor_name: str | None = None
@@ -77,6 +87,8 @@ def baseline(
     assert common is not None
     if allowed_features is not None:
         common &= allowed_features
+    if dependencies is not None:
+        common = dependencies.without_orphans(common)
     if not common:
         raise IncompatibleError("CPUs are incompatible: they have no feature in common")
 
@@ -87,6 +99,7 @@ def baseline(
         models=models,
         preferred=model_names,
         migratable=migratable,
+        fallback=fallback,
     )
     only_input_model = len(model_names) == 1 and result.model.name == model_names[0]
     cpu = result.cpu.with_(fallback=Fallback.FORBID if only_input_model else Fallback.ALLOW)

@@ -19,7 +19,6 @@ import itertools
 import json
 import os
 import re
-import secrets
 import stat
 import sys
 from collections.abc import Sequence
@@ -212,7 +211,7 @@ PRIVATE_MODE = 0o600
 
 def _stage_at(dir_fd: int, name: str, data: bytes, mode: int) -> str:
     """A synced temporary file beside ``name`` holding ``data``; its name."""
-    tmp = f".{name}.{secrets.token_hex(4)}.tmp"
+    tmp = f".{name}.{os.urandom(4).hex()}.tmp"
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     fd = os.open(tmp, flags, mode, dir_fd=dir_fd)
     try:

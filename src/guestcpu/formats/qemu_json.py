@@ -1,5 +1,8 @@
 """QEMU's QMP JSON replies about CPUs, turned into catalog terms.
 
+The replies are parsed (and their shape checked) once, in ``qmp_replies``; this module
+maps what they say onto the catalog:
+
 * ``query-cpu-model-expansion`` -> the features it turns on (catalog names), vendor,
   family/model/stepping, and the properties the catalog has no name for (kept and
   reported, never silently dropped);
@@ -13,11 +16,12 @@ reads that form too.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from guestcpu.errors import InputError
+from guestcpu.formats.qmp_replies import parse_definitions, parse_expansion
 from guestcpu.model.cpuid import Signature
 
 if TYPE_CHECKING:  # the catalog is passed in; formats never import the layers above them
@@ -98,14 +102,12 @@ def split_replies(text: str, source: str) -> list[dict[str, Any]]:
 
 
 def expansion_from_reply(reply: dict[str, Any], catalog: Catalog, source: str = "QMP reply") -> ExpandedCpu:
-    body = reply.get("return", reply)
-    model = body.get("model") if isinstance(body, dict) else None
-    if not isinstance(model, dict) or not isinstance(model.get("props", {}), dict):
-        raise InputError(f"{source}: not a query-cpu-model-expansion reply (no model/props)")
-    return expansion_from_props(model.get("name", "?"), model.get("props", {}), catalog)
+    """A ``query-cpu-model-expansion`` reply (``qmp_replies.parse_expansion``) in catalog terms."""
+    model = parse_expansion(reply)
+    return expansion_from_props(model.name, model.props, catalog)
 
 
-def expansion_from_props(name: str, props: dict[str, Any], catalog: Catalog) -> ExpandedCpu:
+def expansion_from_props(name: str, props: Mapping[str, Any], catalog: Catalog) -> ExpandedCpu:
     enabled = 0
     disabled = 0
     unknown: set[str] = set()
@@ -150,21 +152,17 @@ def _catalog_names(names: Iterable[str], catalog: Catalog) -> tuple[tuple[str, .
 def definitions_from_reply(
     reply: dict[str, Any], catalog: Catalog, source: str = "QMP reply"
 ) -> list[CpuDefinitionInfo]:
-    body = reply.get("return", reply)
-    if not isinstance(body, list):
-        raise InputError(f"{source}: not a query-cpu-definitions reply (expected a list)")
+    """A ``query-cpu-definitions`` reply (``qmp_replies.parse_definitions``) in catalog spelling."""
     result = []
-    for entry in body:
-        if not isinstance(entry, dict) or "name" not in entry:
-            raise InputError(f"{source}: a CPU definition has no name")
-        blockers, unknown = _catalog_names(entry.get("unavailable-features", []), catalog)
+    for entry in parse_definitions(reply):
+        blockers, unknown = _catalog_names(entry.unavailable, catalog)
         result.append(
             CpuDefinitionInfo(
-                name=entry["name"],
+                name=entry.name,
                 blockers=blockers,
-                alias_of=entry.get("alias-of"),
-                deprecated=bool(entry.get("deprecated", False)),
-                typename=entry.get("typename"),
+                alias_of=entry.alias_of,
+                deprecated=entry.deprecated,
+                typename=entry.typename,
                 unknown_blockers=unknown,
             )
         )

@@ -32,7 +32,8 @@ def parse_xml_bytes(data: bytes, source: str) -> Any:
     try:
         root = etree.fromstring(data, _PARSER)
     except etree.XMLSyntaxError as exc:
-        raise InputError(f"{source} is not well-formed XML: {exc.msg} (line {exc.lineno})") from None
+        reason = " ".join(str(exc.msg).split())  # libxml2 ends some messages with a newline
+        raise InputError(f"{source} is not well-formed XML: {reason} (line {exc.lineno})") from None
     doctype: str = getattr(root.getroottree().docinfo, "doctype", "")
     if doctype:
         # libvirt documents never carry a DTD; one here can only smuggle in entities.

@@ -150,27 +150,25 @@ def capture_from_document(doc: Any, source: str = "capture") -> HostCapture:
             f"{source} has host-capture schema version {doc.get('schema_version')!r}; this guestcpu reads version "
             f"{SCHEMA_VERSION}; capture the host again with this guestcpu"
         )
-    try:
-        accels = {
-            str(accel): caps_from_document(caps_doc, f"{source} ({accel})")
-            for accel, caps_doc in dict(doc["accels"]).items()
-        }
-        qemu = dict(doc.get("qemu") or {})
-        return HostCapture(
-            hostname=str(doc.get("hostname", "")),
-            kernel=str(doc.get("kernel", "")),
-            microcode=str(doc.get("microcode", "")),
-            captured_at=str(doc.get("captured_at", "")),
-            binary=str(qemu.get("binary", "")),
-            qemu_version=str(qemu.get("version", "")),
-            accels=accels,
-            unavailable={str(k): str(v) for k, v in dict(doc.get("unavailable") or {}).items()},
-            cpuid=doc.get("cpuid"),
-            cpuid_error=doc.get("cpuid_error"),
-            cpu=dict(doc.get("cpu") or {}),
-        )
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise InputError(f"{source} is damaged: {type(exc).__name__} {exc}") from None
+    from guestcpu.schemas import validate
+
+    validate("host-capture", doc, source)
+    qemu = doc["qemu"]
+    return HostCapture(
+        hostname=doc["hostname"],
+        kernel=doc["kernel"],
+        microcode=str(doc.get("microcode", "")),
+        captured_at=doc["captured_at"],
+        binary=qemu["binary"],
+        qemu_version=qemu["version"],
+        # the embedded capabilities were validated with the capture
+        accels={accel: caps_from_document(caps_doc, f"{source} ({accel})", check=False)
+                for accel, caps_doc in doc["accels"].items()},
+        unavailable=dict(doc["unavailable"]),
+        cpuid=doc.get("cpuid"),
+        cpuid_error=doc.get("cpuid_error"),
+        cpu=dict(doc["cpu"]),
+    )
 
 
 def caps_on_other_cpu(caps: QemuCaps, host_props: Mapping[str, Any]) -> QemuCaps:

@@ -8,6 +8,9 @@ decides it, when:
 * it has no usable accelerator of the pin's kind, lacks the machine type, or (custom
   pins) lacks the ``-cpu`` model;
 * a feature the pin requires is unknown to its QEMU or not something it can give;
+* its QEMU lacks a property the pin names (a disabled feature a newer QEMU added,
+  ``amd-psfd``; a machine property): that QEMU refuses ``-cpu``/``qom-get`` with
+  "Property ... not found", so the guest could not even be started there;
 * (host-passthrough, maximum) its host CPU as QEMU reports it is not identical to the
   one the guest was started on: such guests only move to an identical host;
 * (migration) the pin requires a feature that blocks migration (``invtsc``);
@@ -44,14 +47,14 @@ class Verdict:
     missing_model: str | None = None
     missing_machine: str | None = None
     non_migratable: tuple[str, ...] = ()
+    #: properties the pin names (features it disables, machine properties) that the destination QEMU lacks
+    missing_properties: tuple[str, ...] = ()
     #: host-passthrough/maximum: how the destination's host CPU differs from the pinned one
     host_differences: tuple[str, ...] = ()
     #: match='strict': features the destination has that the guest does not
     extra: tuple[str, ...] = ()
     #: other reasons to refuse (no such accelerator, another architecture)
     blockers: tuple[str, ...] = ()
-    #: properties the pin sets that the destination's QEMU does not have (an older QEMU)
-    unknown_props: tuple[str, ...] = ()
     #: features the destination's QEMU turns on in the pin's model that the pin does not name
     #: (it knows them, the pinning QEMU did not): the guest's CPU would change
     unnamed: tuple[str, ...] = ()
@@ -62,7 +65,7 @@ class Verdict:
     def ok(self) -> bool:
         return not (
             self.missing or self.missing_model or self.missing_machine or self.non_migratable
-            or self.host_differences or self.extra or self.blockers or self.unknown_props or self.unnamed
+            or self.missing_properties or self.host_differences or self.extra or self.blockers or self.unnamed
         )
 
     @property
@@ -74,6 +77,11 @@ class Verdict:
             reasons.append(f"its QEMU has no CPU model {self.missing_model}")
         if self.missing:
             reasons.append(f"missing features: {', '.join(self.missing)}")
+        if self.missing_properties:
+            reasons.append(
+                f"its QEMU lacks CPU properties the pin names (it would refuse the guest): "
+                f"{', '.join(self.missing_properties)}"
+            )
         if self.host_differences:
             reasons.append(
                 "the guest has the source host's CPU as it is (host-passthrough/maximum) and can only move to an "
@@ -83,8 +91,6 @@ class Verdict:
             reasons.append(f"features that block live migration: {', '.join(self.non_migratable)}")
         if self.extra:
             reasons.append(f"match='strict' and the destination has features the guest lacks: {', '.join(self.extra)}")
-        if self.unknown_props:
-            reasons.append(f"its QEMU has no property {', '.join(self.unknown_props)}, which the pin sets")
         if self.unnamed:
             reasons.append(f"its QEMU's definition of the model also turns on {', '.join(self.unnamed)}, which the "
                            "pin does not name (unknown to the QEMU it was pinned with): the guest's CPU would change")
@@ -105,11 +111,11 @@ class Verdict:
             "missing_features": list(self.missing),
             "missing_model": self.missing_model,
             "missing_machine": self.missing_machine,
+            "missing_properties": list(self.missing_properties),
             "non_migratable_features": list(self.non_migratable),
             "host_differences": list(self.host_differences),
             "extra_features": list(self.extra),
             "blockers": list(self.blockers),
-            "unknown_props": list(self.unknown_props),
             "unnamed_features": list(self.unnamed),
             "reasons": self.reasons,
             "notes": list(self.notes),
@@ -138,6 +144,21 @@ def host_differences(pinned: Mapping[str, Any] | None, caps: QemuCaps) -> list[s
     if new_on - old_on:
         diffs.append(f"also has {', '.join(sorted(new_on - old_on))}")
     return diffs
+
+
+def absent_properties(pin: Pin, caps: QemuCaps, known: frozenset[str]) -> set[str]:
+    """Properties the pin names that the destination's CPU model lacks.
+
+    Capabilities that record the CPU types' property lists judge every name; older
+    ones know only the feature names, so the pin's machine properties go unjudged.
+    """
+    abi = pin.abi
+    absent = {name for name in abi.features if name not in known}
+    # requested-features is guestcpu's own record of a host-passthrough guest's requests, not a property
+    for name in (*abi.features, *(key for key in abi.props if key != REQUESTED_KEY)):
+        if caps.has_property(abi.model, name) is False:
+            absent.add(name)
+    return absent
 
 
 def check_destination(
@@ -173,9 +194,7 @@ def check_destination(
     supported = supported_features(caps) | topology_given(abi.topology, abi.vendor)
     required = set(abi.required)
     missing = sorted((required - known) | (required & known - supported))
-    omitted = sorted(set(abi.disabled) - known)
-    if omitted:
-        notes.append(f"features unknown to the destination QEMU stay off: {', '.join(omitted)}")
+    missing_properties = sorted(absent_properties(pin, caps, known) - required)
     differences = host_differences(pin.host, caps) if passthrough else []
     non_migratable = sorted(required & non_migratable_features(caps)) if purpose == "migrate" else []
     extra: list[str] = []
@@ -193,24 +212,16 @@ def check_destination(
         missing_model=missing_model,
         missing_machine=missing_machine,
         non_migratable=tuple(non_migratable),
+        missing_properties=tuple(missing_properties),
         host_differences=tuple(differences),
         extra=tuple(extra),
         blockers=tuple(blockers),
-        unknown_props=tuple(props_unknown_to(pin, caps)),
         unnamed=tuple([] if passthrough else unnamed_features(pin, caps)),
         notes=tuple(notes),
     )
 
 
 # -- a pin made on one QEMU release, judged on another -------------------------------------
-def props_unknown_to(pin: Pin, caps: QemuCaps) -> list[str]:
-    """Properties the pin sets that the destination's QEMU lacks (its full host/max expansion lists them all)."""
-    if caps.host_full is None:
-        return []
-    known = set(caps.host_full.props)
-    return sorted(key for key in pin.abi.props if key != REQUESTED_KEY and key not in known)
-
-
 def unnamed_features(pin: Pin, caps: QemuCaps) -> list[str]:
     """Features the destination's QEMU enables in the pin's model that the pin does not mention."""
     model = caps.model(pin.abi.model)

@@ -16,7 +16,7 @@ from guestcpu.formats.xmlsafe import parse_xml_bytes
 from guestcpu.model.cpu import CpuDefinition, CpuType, Topology
 
 #: libvirt's domain types and the QEMU accelerator each one means.
-_ACCEL_OF_DOMAIN_TYPE = {"kvm": "kvm", "qemu": "tcg"}
+ACCEL_OF_DOMAIN_TYPE = {"kvm": "kvm", "qemu": "tcg"}
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ def parse_guest(data: bytes, source: str) -> GuestDefinition:
     if root.tag != "domain":
         raise InputError(f"{source}: expected a libvirt <domain> or a guest <cpu>, found <{root.tag}>")
     domain_type = root.get("type")
-    accel = _ACCEL_OF_DOMAIN_TYPE.get(domain_type or "")
+    accel = ACCEL_OF_DOMAIN_TYPE.get(domain_type or "")
     if domain_type is not None and accel is None:
         raise InputError(
             f"{source}: domain type '{domain_type}' is not a QEMU guest; expected type='kvm' or type='qemu'"

@@ -20,6 +20,8 @@ from typing import Any
 
 from guestcpu.catalog.catalog import Catalog
 from guestcpu.engine.update import CpuMismatchError, update_live
+from guestcpu.errors import GuestCpuError
+from guestcpu.formats.qmp_replies import parse_cpus_fast, qom_bool, qom_names, qom_scalar
 from guestcpu.lifecycle.abi import ABI_PROPS, topology_given
 from guestcpu.lifecycle.pin import Abi
 from guestcpu.model.cpu import Check, CpuDefinition, FeatureRequest, Mode, Policy
@@ -81,8 +83,10 @@ async def read_live(qemu: QemuProcess, abi: Abi, known: Iterable[str] | None = N
     ``known``: the features this QEMU has.  A feature the pin has off and this QEMU does
     not know (a pin made on a newer QEMU) is off here by construction and is not read.
     """
-    cpus = await qemu.execute("query-cpus-fast")
-    path = cpus[0]["qom-path"]
+    cpus = parse_cpus_fast(await qemu.execute("query-cpus-fast"))
+    if not cpus:
+        raise GuestCpuError("QEMU reports no vCPU to read back (query-cpus-fast is empty)")
+    path = cpus[0].qom_path
     names_known = set(known) if known is not None else None
     features = sorted(name for name, on in abi.features.items() if on or names_known is None or name in names_known)
     identity = list(IDENTITY.values())
@@ -92,10 +96,10 @@ async def read_live(qemu: QemuProcess, abi: Abi, known: Iterable[str] | None = N
     got = dict(zip(names, values, strict=True))
     return LiveCpu(
         qom_path=path,
-        features={name: bool(got[name]) for name in features},
-        identity={name: got[name] for name in identity},
-        props={name: got[name] for name in props},
-        unavailable=tuple(dict.fromkeys(got["unavailable-features"] or ())),
+        features={name: qom_bool(got[name], name) for name in features},
+        identity={name: qom_scalar(got[name], name) for name in identity},
+        props={name: qom_scalar(got[name], name) for name in props},
+        unavailable=qom_names(got["unavailable-features"], "unavailable-features"),
         vcpus=len(cpus),
     )
 

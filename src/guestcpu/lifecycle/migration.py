@@ -10,9 +10,9 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
-from typing import Any
 
 from guestcpu.errors import GuestCpuError
+from guestcpu.formats.qmp_replies import MigrationStatus, parse_migration, parse_status
 from guestcpu.lifecycle.compat import Verdict, check_destination
 from guestcpu.lifecycle.pin import Pin
 from guestcpu.qemu.caps import QemuCaps
@@ -40,26 +40,25 @@ async def migrate(source: QemuProcess, uri: str, *, timeout: float = 120.0) -> M
     """Send the guest to ``uri`` and wait until QEMU reports completion (or failure)."""
     start = time.perf_counter()
     await source.execute("migrate", {"uri": uri})
-    info: dict[str, Any] = {}
+    info = MigrationStatus("none")
     while time.perf_counter() - start < timeout:
-        info = await source.execute("query-migrate")
-        if info.get("status") in _DONE:
+        info = parse_migration(await source.execute("query-migrate"))
+        if info.status in _DONE:
             break
         await asyncio.sleep(_POLL_SECONDS)
     else:
         await source.execute("migrate_cancel")
         raise MigrationError(f"migration to {uri} did not finish within {timeout:g} s; it was cancelled")
     seconds = time.perf_counter() - start
-    status = str(info.get("status"))
+    status = info.status
     if status != "completed":
-        raise MigrationError(f"migration to {uri} {status}: {info.get('error-desc', 'no reason given by QEMU')}")
-    ram = info.get("ram") or {}
+        raise MigrationError(f"migration to {uri} {status}: {info.error or 'no reason given by QEMU'}")
     return MigrationResult(
         status=status,
         seconds=seconds,
-        total_time_ms=info.get("total-time"),
-        downtime_ms=info.get("downtime"),
-        transferred_bytes=ram.get("transferred"),
+        total_time_ms=info.total_ms,
+        downtime_ms=info.downtime_ms,
+        transferred_bytes=info.transferred_bytes,
     )
 
 
@@ -67,9 +66,9 @@ async def wait_incoming(destination: QemuProcess, *, timeout: float | None = Non
     """Wait until an incoming migration has arrived; the destination's run state then."""
     start = time.perf_counter()
     while timeout is None or time.perf_counter() - start < timeout:
-        status = (await destination.execute("query-status")).get("status")
+        status = parse_status(await destination.execute("query-status"))
         if status != "inmigrate":
-            return str(status)
+            return status
         await asyncio.sleep(_POLL_SECONDS * 5)
     raise MigrationError(f"no incoming migration arrived within {timeout:g} s")
 

@@ -9,7 +9,10 @@ catalog's spelling), and a few machine-dependent properties (cache layout, ...).
 The fingerprint is the SHA-256 of the canonical JSON of that block (sorted keys, no
 spaces).  Provenance (QEMU version, binary, how the model was resolved) and policy
 (host-model recomputes at a fresh start) are kept beside it but are not part of the
-ABI: the same CPU made by another QEMU build has the same fingerprint.
+ABI: the same CPU made by another QEMU build has the same fingerprint.  The policy
+and the pinned host can still change what a guest gets (a mode edited to host-model
+would be recomputed at the next start), so a second hash, the seal, covers the ABI,
+the policy and the host together, and a pin whose seal does not match is refused.
 """
 
 from __future__ import annotations
@@ -116,6 +119,11 @@ def fingerprint_of(abi_json: Mapping[str, Any]) -> str:
     return "sha256:" + hashlib.sha256(canonical_bytes(abi_json)).hexdigest()
 
 
+def seal_of(abi_json: Mapping[str, Any], policy_json: Mapping[str, Any], host: Mapping[str, Any] | None) -> str:
+    """SHA-256 of everything that decides what the guest gets: the ABI, how it is renewed, the host it was made on."""
+    return fingerprint_of({"abi": abi_json, "policy": policy_json, "host": host})
+
+
 @dataclass(frozen=True)
 class PinPolicy:
     """What the pin was made from and how it may be renewed."""
@@ -177,6 +185,10 @@ class Pin:
         return self.abi.fingerprint
 
     @property
+    def seal(self) -> str:
+        return seal_of(self.abi.to_json(), self.policy.to_json(), dict(self.host) if self.host is not None else None)
+
+    @property
     def passthrough(self) -> bool:
         return self.abi.mode in ("host-passthrough", "maximum")
 
@@ -186,6 +198,7 @@ def pin_to_document(pin: Pin) -> dict[str, Any]:
         "schema": SCHEMA,
         "schema_version": SCHEMA_VERSION,
         "fingerprint": pin.fingerprint,
+        "seal": pin.seal,
         "abi": pin.abi.to_json(),
         "policy": pin.policy.to_json(),
         "resolution": pin.resolution.to_json(),
@@ -205,62 +218,32 @@ def dumps_pin(pin: Pin) -> str:
 # -- reading ------------------------------------------------------------------------
 
 
-def _get(doc: Mapping[str, Any], key: str, kind: type | tuple[type, ...], source: str, what: str = "") -> Any:
-    if key not in doc:
-        raise PinError(f"{source} is damaged: '{what}{key}' is missing")
-    value = doc[key]
-    # bool is an int in Python; a number field holding true/false is still wrong.
-    if not isinstance(value, kind) or (isinstance(value, bool) and bool not in _as_tuple(kind)):
-        raise PinError(f"{source} is damaged: '{what}{key}' has the wrong type ({type(value).__name__})")
-    return value
-
-
-def _as_tuple(kind: type | tuple[type, ...]) -> tuple[type, ...]:
-    return kind if isinstance(kind, tuple) else (kind,)
-
-
-def abi_from_json(doc: Any, source: str) -> Abi:
-    if not isinstance(doc, dict):
-        raise PinError(f"{source} is damaged: 'abi' is not an object")
-    features = _get(doc, "features", dict, source, "abi.")
-    parsed: dict[str, bool] = {}
-    for name, policy in features.items():
-        if policy not in (REQUIRE, DISABLE):
-            raise PinError(f"{source}: feature '{name}' has policy {policy!r}; a pin holds only require or disable")
-        parsed[name] = policy == REQUIRE
-    mode = _get(doc, "mode", str, source, "abi.")
-    if mode not in ABI_MODES:
-        raise PinError(f"{source}: abi.mode {mode!r} is not one of {', '.join(ABI_MODES)}")
-    topology = _get(doc, "topology", dict, source, "abi.")
-    if set(topology) != set(TOPOLOGY_KEYS) or not all(
-        isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in topology.values()
-    ):
-        raise PinError(f"{source} is damaged: 'abi.topology' must give {', '.join(TOPOLOGY_KEYS)} as positive numbers")
-    version = doc.get("version")
-    if version is not None and not isinstance(version, (int, str)):
-        raise PinError(f"{source} is damaged: 'abi.version' has the wrong type")
+def abi_from_json(doc: Mapping[str, Any]) -> Abi:
+    """The ABI block of a document already checked against the pin schema."""
     return Abi(
-        arch=_get(doc, "arch", str, source, "abi."),
-        accel=_get(doc, "accel", str, source, "abi."),
-        machine=_get(doc, "machine", str, source, "abi."),
-        mode=mode,
-        model=_get(doc, "model", str, source, "abi."),
-        version=version,
-        vendor=_get(doc, "vendor", str, source, "abi."),
-        family=_get(doc, "family", int, source, "abi."),
-        model_number=_get(doc, "model_number", int, source, "abi."),
-        stepping=_get(doc, "stepping", int, source, "abi."),
-        level=_get(doc, "level", int, source, "abi."),
-        xlevel=_get(doc, "xlevel", int, source, "abi."),
-        model_id=_get(doc, "model_id", str, source, "abi."),
-        features=parsed,
-        props=dict(_get(doc, "props", dict, source, "abi.")),
-        topology=dict(topology),
+        arch=doc["arch"],
+        accel=doc["accel"],
+        machine=doc["machine"],
+        mode=doc["mode"],
+        model=doc["model"],
+        version=doc["version"],
+        vendor=doc["vendor"],
+        family=doc["family"],
+        model_number=doc["model_number"],
+        stepping=doc["stepping"],
+        level=doc["level"],
+        xlevel=doc["xlevel"],
+        model_id=doc["model_id"],
+        features={name: policy == REQUIRE for name, policy in doc["features"].items()},
+        props=dict(doc["props"]),
+        topology=dict(doc["topology"]),
     )
 
 
 def pin_from_document(doc: Any, source: str = "pin") -> Pin:
-    """A pin read back; a wrong schema, damage or a fingerprint mismatch is a PinError."""
+    """A pin read back; a wrong schema, damage, or an edit of anything sealed is a PinError."""
+    from guestcpu.schemas import DocumentError, validate
+
     if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
         found = doc.get("schema") if isinstance(doc, dict) else None
         hint = f" (it is a {found!r} document)" if isinstance(found, str) else ""
@@ -272,50 +255,51 @@ def pin_from_document(doc: Any, source: str = "pin") -> Pin:
             f"{source} has pin schema version {doc.get('schema_version')!r}; this guestcpu reads version "
             f"{SCHEMA_VERSION}; define the guest again with this guestcpu"
         )
-    raw_abi = doc.get("abi")
-    abi = abi_from_json(raw_abi, source)
-    assert isinstance(raw_abi, dict)
-    recorded = doc.get("fingerprint")
+    try:
+        validate("pin", doc, source)
+    except DocumentError as exc:
+        raise PinError(f"{exc}; define the guest again instead of editing a pin") from None
+    abi = abi_from_json(doc["abi"])
+    recorded = doc["fingerprint"]
     computed = abi.fingerprint
     # The document's own abi block, hashed as written: catches edits that parsing normalises away.
-    if not isinstance(recorded, str) or recorded != computed or fingerprint_of(raw_abi) != computed:
+    if recorded != computed or fingerprint_of(doc["abi"]) != computed:
         raise PinError(
             f"{source}: the ABI fingerprint does not match the pinned CPU (recorded {recorded}, computed {computed}); "
             "the pin was edited by hand or damaged; run 'guestcpu define' again instead of editing a pin"
         )
-    policy_doc = doc.get("policy") or {}
-    resolution_doc = doc.get("resolution") or {}
-    if not isinstance(policy_doc, dict) or not isinstance(resolution_doc, dict):
-        raise PinError(f"{source} is damaged: 'policy' or 'resolution' is not an object")
-    mode = policy_doc.get("mode", abi.mode)
-    if mode not in DEFINITION_MODES:
-        raise PinError(f"{source}: policy.mode {mode!r} is not one of {', '.join(DEFINITION_MODES)}")
+    policy_doc = doc["policy"]
+    resolution_doc = doc["resolution"]
     policy = PinPolicy(
-        mode=mode,
-        match=policy_doc.get("match"),
-        recompute=bool(policy_doc.get("recompute_on_fresh_start", False)),
-        definition=str(policy_doc.get("definition", "")),
-        existing=bool(policy_doc.get("existing", False)),
-        default_cpu=bool(policy_doc.get("default_cpu", False)),
+        mode=policy_doc["mode"],
+        match=policy_doc["match"],
+        recompute=policy_doc["recompute_on_fresh_start"],
+        definition=policy_doc["definition"],
+        existing=policy_doc["existing"],
+        default_cpu=policy_doc["default_cpu"],
     )
+    host = doc["host"]
+    sealed = seal_of(abi.to_json(), policy.to_json(), host)
+    if doc["seal"] != sealed or seal_of(doc["abi"], policy_doc, host) != sealed:
+        raise PinError(
+            f"{source}: the seal does not match the pin's policy and host (recorded {doc['seal']}, computed {sealed}); "
+            "its policy (mode, match, recompute) or host block was edited by hand or damaged; "
+            "run 'guestcpu define' again instead of editing a pin"
+        )
     resolution = Resolution(
-        requested=resolution_doc.get("requested"),
-        resolved=str(resolution_doc.get("resolved", abi.model)),
-        rule=str(resolution_doc.get("rule", "explicit")),
-        notes=tuple(str(n) for n in resolution_doc.get("notes", ())),
+        requested=resolution_doc["requested"],
+        resolved=resolution_doc["resolved"],
+        rule=resolution_doc["rule"],
+        notes=tuple(resolution_doc["notes"]),
     )
-    host = doc.get("host")
-    for key in ("name", "uuid"):
-        if not isinstance(doc.get(key), (str, type(None))):
-            raise PinError(f"{source} is damaged: '{key}' is not a string")
     return Pin(
         abi=abi,
         policy=policy,
         resolution=resolution,
-        made_with=dict(doc.get("made_with") or {}),
-        host=dict(host) if isinstance(host, dict) else None,
-        libvirt_cpu=str(doc.get("libvirt_cpu", "")),
-        warnings=tuple(str(w) for w in doc.get("warnings", ())),
+        made_with=dict(doc["made_with"]),
+        host=dict(host) if host is not None else None,
+        libvirt_cpu=doc["libvirt_cpu"],
+        warnings=tuple(doc["warnings"]),
         name=doc.get("name"),
         uuid=doc.get("uuid"),
     )

@@ -20,9 +20,11 @@ from dataclasses import dataclass
 from guestcpu.catalog.catalog import Catalog
 from guestcpu.errors import InputError, suggest
 from guestcpu.lifecycle.pin import LEGACY
+from guestcpu.model.names import base_of
+from guestcpu.model.names import version_of as version_of  # re-exported for the request logic
 from guestcpu.qemu.caps import RESOLVE_LATEST, RESOLVE_LEGACY, RESOLVE_V1, MachineCaps, QemuCaps
+from guestcpu.qemu.hypervisor import latest_common
 
-_VERSIONED = re.compile(r"^(?P<base>.+)-v(?P<version>\d+)$")
 #: QEMU models that are not versioned definitions: they stand for what the accelerator has.
 SPECIAL_MODELS = ("host", "max", "base")
 
@@ -44,27 +46,6 @@ class ModelNotInQemuError(InputError):
         super().__init__(f"CPU model '{name}' is not provided by QEMU {qemu_version}{hint}")
 
 
-def version_of(name: str) -> int | None:
-    match = _VERSIONED.match(name)
-    return int(match["version"]) if match else None
-
-
-def base_of(name: str) -> str:
-    match = _VERSIONED.match(name)
-    return match["base"] if match else name
-
-
-def latest_common(name: str, caps: QemuCaps, catalog: Catalog) -> tuple[str, tuple[str, ...]]:
-    """The newest ``name-vN`` that both the catalog and QEMU have."""
-    known = catalog.find_model(name)
-    if known is not None:
-        common = [m.name for m in catalog.versions(known.family) if caps.has_model(m.name)]
-        if common:
-            return common[-1], ()
-    newest = caps.latest_versions().get(name)
-    if newest is None:
-        return name, (f"QEMU {caps.qemu_version} has no versions of {name}; using it as it is",)
-    return newest, (f"the catalog has no versions of {name}; using QEMU's latest, {newest}",)
 
 
 def machine_choice(name: str, caps: QemuCaps, rule: str) -> ModelChoice:

@@ -38,7 +38,7 @@ from typing import Any
 from guestcpu.catalog.paths import cache_home
 from guestcpu.errors import GuestCpuError, InputError
 from guestcpu.qemu.caps import QemuCaps, caps_from_document, to_document
-from guestcpu.qemu.probe import Progress, check_accel, probe
+from guestcpu.qemu.probe import PROBE_FORMAT, Progress, check_accel, probe
 from guestcpu.qemu.process import DEFAULT_TIMEOUT, kvm_unusable_reason, resolve_binary
 
 
@@ -177,6 +177,7 @@ def host_facts(binary: str, accel: str, dir_fd: int | None = None) -> dict[str, 
     """Everything that, when it changes, can change what QEMU reports."""
     facts = binary_facts(binary, dir_fd)
     facts["accel"] = accel
+    facts["probe_format"] = PROBE_FORMAT  # what a probe records; older cache entries are probed again
     facts["kernel"] = os.uname().release
     try:
         microcode, cpu = cpuinfo_facts(Path("/proc/cpuinfo").read_text(errors="replace"))
@@ -247,7 +248,8 @@ def _read(dir_fd: int, path: Path, warn: Callable[[str], None]) -> tuple[QemuCap
         return None, "unreadable"
     try:
         data = read_fd(fd, str(path), "a capabilities cache")
-        return caps_from_document(loads_json(data, str(path), "a capabilities document"), str(path)), ""
+        doc = loads_json(data, str(path), "a capabilities document")
+        return caps_from_document(doc, str(path), check=False), ""
     except OSError as exc:
         warn(f"cannot read capabilities cache {path}: {exc.strerror}; probing QEMU again")
         return None, "unreadable"
@@ -360,6 +362,9 @@ def read_caps_file(path: str, accel: str | None = None) -> QemuCaps:
 
     doc = read_json(path, "a capabilities document ('guestcpu caps --document') or a host capture")
     if isinstance(doc, dict) and doc.get("schema") == _CAPTURE_SCHEMA:
+        from guestcpu.schemas import validate
+
+        validate("host-capture", doc, path)
         found = doc.get("accels")
         accels: dict[str, Any] = found if isinstance(found, dict) else {}
         chosen = accel or ("kvm" if "kvm" in accels else "tcg")
@@ -367,5 +372,6 @@ def read_caps_file(path: str, accel: str | None = None) -> QemuCaps:
             why = (doc.get("unavailable") or {}).get(chosen, "it was not captured")
             captured = ", ".join(sorted(accels)) or "none"
             raise InputError(f"{path}: the capture has no {chosen} capabilities ({why}); captured: {captured}")
-        return caps_from_document(accels[chosen], f"{path} ({chosen})")
+        # validated above with the whole capture
+        return caps_from_document(accels[chosen], f"{path} ({chosen})", check=False)
     return caps_from_document(doc, path)

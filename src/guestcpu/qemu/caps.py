@@ -17,6 +17,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from guestcpu.errors import InputError
+from guestcpu.formats.qmp_replies import (
+    CpuDefinition,
+    MachineInfo,
+    ModelInfo,
+    parse_definitions,
+    parse_expansion,
+    parse_machines,
+    parse_properties,
+    parse_version,
+)
+from guestcpu.model.names import split_version
 
 SCHEMA = "guestcpu/qemu-caps"
 SCHEMA_VERSION = 1
@@ -26,7 +37,6 @@ RESOLVE_V1 = "v1"
 RESOLVE_LEGACY = "legacy"
 RESOLVE_LATEST = "latest"
 
-_VERSIONED = re.compile(r"^(?P<base>.+)-v(?P<version>\d+)$")
 _PC_MACHINE = re.compile(r"^pc-(?:i440fx|q35)-(?P<major>\d+)\.(?P<minor>\d+)")
 
 
@@ -48,11 +58,12 @@ class Expansion:
         return {"name": self.name, "props": dict(self.props)}
 
     @classmethod
-    def from_reply(cls, reply: Any, what: str = "expansion") -> Expansion:
-        model = reply.get("model") if isinstance(reply, dict) else None
-        if not isinstance(model, dict) or not isinstance(model.get("props", {}), dict):
-            raise InputError(f"{what}: not a query-cpu-model-expansion reply (no model/props)")
-        return cls(str(model.get("name", "?")), compact_props(model.get("props", {})))
+    def from_reply(cls, reply: Any) -> Expansion:
+        return cls.from_model(parse_expansion(reply))
+
+    @classmethod
+    def from_model(cls, model: ModelInfo) -> Expansion:
+        return cls(model.name, compact_props(model.props))
 
 
 def compact_props(props: Mapping[str, Any]) -> dict[str, Any]:
@@ -73,6 +84,8 @@ class ModelCaps:
     migration_safe: bool = True
     #: static expansion of the model under this accelerator
     expansion: Expansion | None = None
+    #: properties this model's QOM type has beyond the ones every model has (``QemuCaps.cpu_properties``)
+    extra_properties: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -114,6 +127,9 @@ class QemuCaps:
     non_migratable: tuple[str, ...] = ()
     #: every boolean property name the static expansion knows (QEMU's feature names)
     known_props: frozenset[str] = frozenset()
+    #: every property of this QEMU's CPU objects (``qom-list-properties`` of the model types);
+    #: empty when the document predates it (then only feature names can be judged)
+    cpu_properties: frozenset[str] = frozenset()
     #: the host facts the probe ran with (what the cache is keyed on)
     fingerprint: Mapping[str, Any] = field(default_factory=dict)
     probed_at: float = 0.0
@@ -147,11 +163,9 @@ class QemuCaps:
         """Unversioned name -> its newest ``-vN`` (what a ``latest`` machine resolves to)."""
         newest: dict[str, tuple[int, str]] = {}
         for name in self._by_name:
-            match = _VERSIONED.match(name)
-            if match:
-                base, version = match["base"], int(match["version"])
-                if base not in newest or newest[base][0] < version:
-                    newest[base] = (version, name)
+            base, version = split_version(name)
+            if version is not None and (base not in newest or newest[base][0] < version):
+                newest[base] = (version, name)
         return {base: name for base, (_, name) in newest.items()}
 
     def resolve(self, name: str, machine: str | None = None) -> tuple[str, str]:
@@ -164,8 +178,8 @@ class QemuCaps:
         entry = self._by_name.get(name)
         if entry is None or entry.alias_of is None:
             return name, "versioned"
-        match = _VERSIONED.match(entry.alias_of)
-        fixed = match is None or match["base"] != name
+        base, version = split_version(entry.alias_of)
+        fixed = version is None or base != name
         if fixed:
             return entry.alias_of, "alias"
         how = RESOLVE_V1
@@ -175,6 +189,15 @@ class QemuCaps:
         if how == RESOLVE_LATEST:
             return self.latest_versions().get(name, entry.alias_of), RESOLVE_LATEST
         return entry.alias_of, how
+
+    def has_property(self, model: str, prop: str) -> bool | None:
+        """Whether ``model``'s CPU object has property ``prop`` here (None: this document cannot say)."""
+        if not self.cpu_properties:
+            return None
+        if prop in self.cpu_properties:
+            return True
+        found = self._by_name.get(model)
+        return found is not None and prop in found.extra_properties
 
     @property
     def host_model_name(self) -> str:
@@ -194,63 +217,44 @@ def machine_resolution(name: str) -> str:
 
 
 # -- building from replies (pure) ---------------------------------------------------
-def dedup(names: Any) -> tuple[str, ...]:
-    seen: list[str] = []
-    for name in names or ():
-        if isinstance(name, str) and name not in seen:
-            seen.append(name)
-    return tuple(seen)
-
-
-def machines_from_reply(reply: Any) -> tuple[MachineCaps, ...]:
-    if not isinstance(reply, list):
-        raise InputError("query-machines: expected a list")
-    result = []
-    for entry in reply:
-        name = entry["name"]
-        result.append(
-            MachineCaps(
-                name=name,
-                alias=entry.get("alias"),
-                is_default=bool(entry.get("is-default", False)),
-                default_cpu_type=entry.get("default-cpu-type"),
-                deprecated=bool(entry.get("deprecated", False)),
-                cpu_max=entry.get("cpu-max"),
-                resolves=machine_resolution(name),
-            )
+def machine_caps(machines: tuple[MachineInfo, ...]) -> tuple[MachineCaps, ...]:
+    result = [
+        MachineCaps(
+            name=m.name,
+            alias=m.alias,
+            is_default=m.is_default,
+            default_cpu_type=m.default_cpu_type,
+            deprecated=m.deprecated,
+            cpu_max=m.cpu_max,
+            resolves=machine_resolution(m.name),
         )
+        for m in machines
+    ]
     return tuple(sorted(result, key=lambda m: m.name))
 
 
-def models_from_reply(reply: Any, expansions: Mapping[str, Expansion] | None = None) -> tuple[ModelCaps, ...]:
-    if not isinstance(reply, list):
-        raise InputError("query-cpu-definitions: expected a list")
+def model_caps(
+    definitions: tuple[CpuDefinition, ...],
+    expansions: Mapping[str, Expansion] | None = None,
+    extra_properties: Mapping[str, tuple[str, ...]] | None = None,
+) -> tuple[ModelCaps, ...]:
     expansions = expansions or {}
-    result = []
-    for entry in reply:
-        if not isinstance(entry, dict) or "name" not in entry:
-            raise InputError("query-cpu-definitions: a CPU definition has no name")
-        blockers = dedup(entry.get("unavailable-features", []))
-        result.append(
-            ModelCaps(
-                name=entry["name"],
-                usable=not blockers,
-                blockers=blockers,
-                alias_of=entry.get("alias-of"),
-                deprecated=bool(entry.get("deprecated", False)),
-                typename=entry.get("typename"),
-                static=bool(entry.get("static", False)),
-                migration_safe=bool(entry.get("migration-safe", True)),
-                expansion=expansions.get(entry["name"]),
-            )
+    extra_properties = extra_properties or {}
+    return tuple(
+        ModelCaps(
+            name=d.name,
+            usable=d.usable,
+            blockers=d.unavailable,
+            alias_of=d.alias_of,
+            deprecated=d.deprecated,
+            typename=d.typename,
+            static=d.static,
+            migration_safe=d.migration_safe,
+            expansion=expansions.get(d.name),
+            extra_properties=extra_properties.get(d.typename or "", ()),
         )
-    return tuple(result)
-
-
-def version_string(reply: Any) -> tuple[str, str]:
-    qemu = reply.get("qemu", {}) if isinstance(reply, dict) else {}
-    version = f"{qemu.get('major', 0)}.{qemu.get('minor', 0)}.{qemu.get('micro', 0)}"
-    return version, str(reply.get("package", "")) if isinstance(reply, dict) else ""
+        for d in definitions
+    )
 
 
 def caps_from_replies(
@@ -265,35 +269,41 @@ def caps_from_replies(
     host_full: Any | None,
     host_static_nonmigratable: Any | None,
     model_expansions: Mapping[str, Any],
+    model_properties: Mapping[str, Any] | None = None,
     fingerprint: Mapping[str, Any] | None = None,
     probed_at: float = 0.0,
     probe_seconds: float = 0.0,
 ) -> QemuCaps:
-    """Assemble capabilities from the QMP ``return`` values of a probe."""
-    qemu_version, package = version_string(version)
-    expansions = {name: Expansion.from_reply(r, f"expansion of {name}") for name, r in model_expansions.items()}
-    static = Expansion.from_reply(host_static, "host expansion") if host_static is not None else None
-    full = Expansion.from_reply(host_full, "host full expansion") if host_full is not None else None
+    """Assemble capabilities from the QMP ``return`` values of a probe (each parsed once, checked)."""
+    qemu = parse_version(version)
+    expansions = {name: Expansion.from_reply(r) for name, r in model_expansions.items()}
+    static_model = parse_expansion(host_static) if host_static is not None else None
+    static = Expansion.from_model(static_model) if static_model is not None else None
+    full = Expansion.from_reply(host_full) if host_full is not None else None
     non_migratable: tuple[str, ...] = ()
     known: set[str] = set()
     if host_static_nonmigratable is not None and static is not None:
-        nm = Expansion.from_reply(host_static_nonmigratable, "host expansion (migratable=off)")
+        nm = Expansion.from_reply(host_static_nonmigratable)
         non_migratable = tuple(sorted(set(nm.enabled) - set(static.enabled)))
-    if host_static is not None:
-        raw = host_static.get("model", {}).get("props", {})
-        known = {k for k, v in raw.items() if isinstance(v, bool)}
+    if static_model is not None:
+        known = {k for k, v in static_model.props.items() if isinstance(v, bool)}
+    by_type = {t: frozenset(p.name for p in parse_properties(r)) for t, r in (model_properties or {}).items()}
+    # x86 models share one property set; host/max add a few (migratable, host-cache-info ...).
+    common = frozenset.intersection(*by_type.values()) if by_type else frozenset()
+    extras = {t: tuple(sorted(found - common)) for t, found in by_type.items() if found - common}
     return QemuCaps(
         arch=arch,
         accel=accel,
         binary=binary,
-        qemu_version=qemu_version,
-        package=package,
-        machines=machines_from_reply(machines) if machines is not None else (),
-        models=models_from_reply(definitions, expansions),
+        qemu_version=qemu.text,
+        package=qemu.package,
+        machines=machine_caps(parse_machines(machines)) if machines is not None else (),
+        models=model_caps(parse_definitions(definitions), expansions, extras),
         host_static=static,
         host_full=full,
         non_migratable=non_migratable,
         known_props=frozenset(known),
+        cpu_properties=common,
         fingerprint=dict(fingerprint or {}),
         probed_at=probed_at,
         probe_seconds=probe_seconds,
@@ -317,6 +327,7 @@ def to_document(caps: QemuCaps) -> dict[str, Any]:
         "host_full": caps.host_full.to_json() if caps.host_full else None,
         "non_migratable": list(caps.non_migratable),
         "known_props": sorted(caps.known_props),
+        "cpu_properties": sorted(caps.cpu_properties),
         "machines": [
             {
                 "name": m.name,
@@ -340,6 +351,7 @@ def to_document(caps: QemuCaps) -> dict[str, Any]:
                 "static": m.static,
                 "migration_safe": m.migration_safe,
                 "expansion": m.expansion.to_json() if m.expansion else None,
+                "extra_properties": list(m.extra_properties),
             }
             for m in caps.models
         ],
@@ -349,57 +361,78 @@ def to_document(caps: QemuCaps) -> dict[str, Any]:
 def _expansion(doc: Any) -> Expansion | None:
     if doc is None:
         return None
-    return Expansion(str(doc["name"]), dict(doc["props"]))
+    return Expansion(doc["name"], dict(doc["props"]))
 
 
-def caps_from_document(doc: Any, source: str = "capabilities document") -> QemuCaps:
-    """Read a document written by ``to_document``; a wrong schema or shape is an InputError."""
+def caps_from_document(doc: Any, source: str = "capabilities document", *, check: bool = True) -> QemuCaps:
+    """Read a document written by ``to_document``; a wrong schema or shape is an InputError naming the field.
+
+    ``check=False`` skips the JSON Schema for guestcpu's own cache, which it wrote
+    atomically itself and must read in a few milliseconds (validation costs ~50 ms);
+    there a damaged file still fails as ``CorruptDocumentError`` and is probed again.
+    """
     if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
         raise InputError(f"{source} is not a guestcpu QEMU capabilities document (schema {SCHEMA!r} expected)")
     if doc.get("schema_version") != SCHEMA_VERSION:
         raise InputError(
             f"{source} has schema version {doc.get('schema_version')!r}; this guestcpu reads version {SCHEMA_VERSION}"
         )
+    if check:
+        from guestcpu.schemas import validate
+
+        validate("qemu-caps", doc, source)
+        return _caps(doc)
     try:
-        return QemuCaps(
-            arch=str(doc["arch"]),
-            accel=str(doc["accel"]),
-            binary=str(doc["binary"]),
-            qemu_version=str(doc["qemu_version"]),
-            package=str(doc.get("package", "")),
-            machines=tuple(
-                MachineCaps(
-                    name=m["name"],
-                    alias=m.get("alias"),
-                    is_default=bool(m.get("is_default")),
-                    default_cpu_type=m.get("default_cpu_type"),
-                    deprecated=bool(m.get("deprecated")),
-                    cpu_max=m.get("cpu_max"),
-                    resolves=m.get("resolves", RESOLVE_V1),
-                )
-                for m in doc["machines"]
-            ),
-            models=tuple(
-                ModelCaps(
-                    name=m["name"],
-                    usable=bool(m["usable"]),
-                    blockers=tuple(m["blockers"]),
-                    alias_of=m.get("alias_of"),
-                    deprecated=bool(m.get("deprecated")),
-                    typename=m.get("typename"),
-                    static=bool(m.get("static")),
-                    migration_safe=bool(m.get("migration_safe", True)),
-                    expansion=_expansion(m.get("expansion")),
-                )
-                for m in doc["models"]
-            ),
-            host_static=_expansion(doc.get("host_static")),
-            host_full=_expansion(doc.get("host_full")),
-            non_migratable=tuple(doc.get("non_migratable", ())),
-            known_props=frozenset(doc.get("known_props", ())),
-            fingerprint=dict(doc.get("fingerprint", {})),
-            probed_at=float(doc.get("probed_at", 0.0)),
-            probe_seconds=float(doc.get("probe_seconds", 0.0)),
-        )
+        return _caps(doc)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise InputError(f"{source} is damaged: {type(exc).__name__} {exc}") from None
+        raise CorruptDocumentError(f"{source} is damaged ({type(exc).__name__})") from None
+
+
+class CorruptDocumentError(InputError):
+    """An unchecked (cache) document that could not be read."""
+
+
+def _caps(doc: Mapping[str, Any]) -> QemuCaps:
+    """The capabilities of a document of the qemu-caps schema's shape."""
+    return QemuCaps(
+        arch=doc["arch"],
+        accel=doc["accel"],
+        binary=doc["binary"],
+        qemu_version=doc["qemu_version"],
+        package=doc.get("package", ""),
+        machines=tuple(
+            MachineCaps(
+                name=m["name"],
+                alias=m.get("alias"),
+                is_default=m.get("is_default", False),
+                default_cpu_type=m.get("default_cpu_type"),
+                deprecated=m.get("deprecated", False),
+                cpu_max=m.get("cpu_max"),
+                resolves=m.get("resolves", RESOLVE_V1),
+            )
+            for m in doc["machines"]
+        ),
+        models=tuple(
+            ModelCaps(
+                name=m["name"],
+                usable=m["usable"],
+                blockers=tuple(m["blockers"]),
+                alias_of=m.get("alias_of"),
+                deprecated=m.get("deprecated", False),
+                typename=m.get("typename"),
+                static=m.get("static", False),
+                migration_safe=m.get("migration_safe", True),
+                expansion=_expansion(m.get("expansion")),
+                extra_properties=tuple(m.get("extra_properties", ())),
+            )
+            for m in doc["models"]
+        ),
+        host_static=_expansion(doc["host_static"]),
+        host_full=_expansion(doc["host_full"]),
+        non_migratable=tuple(doc.get("non_migratable", ())),
+        known_props=frozenset(doc.get("known_props", ())),
+        cpu_properties=frozenset(doc.get("cpu_properties", ())),
+        fingerprint=dict(doc.get("fingerprint", {})),
+        probed_at=float(doc.get("probed_at", 0.0)),
+        probe_seconds=float(doc.get("probe_seconds", 0.0)),
+    )

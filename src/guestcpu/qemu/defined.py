@@ -11,8 +11,8 @@ answer that uses one says that the catalog lacks it.
 from __future__ import annotations
 
 from guestcpu.catalog.catalog import Catalog
-from guestcpu.catalog.cpumap import version_of
 from guestcpu.model.cpumodel import CpuidIdentity, CpuModel, ModelSignature
+from guestcpu.model.names import version_of
 from guestcpu.qemu.caps import QemuCaps
 from guestcpu.qemu.offer import HOST_MODELS
 

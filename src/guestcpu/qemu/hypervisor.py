@@ -22,22 +22,20 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from guestcpu.catalog.catalog import Catalog
-from guestcpu.catalog.gates import without_ungated
+from guestcpu.catalog.dependencies import dependencies_for
 from guestcpu.engine.baseline import BaselineResult, baseline
 from guestcpu.engine.compare import CompareResult, Comparison
 from guestcpu.engine.decode import CpuFacts, DecodeResult, decode
 from guestcpu.engine.expand import update_feature
+from guestcpu.engine.update import translate
 from guestcpu.errors import GuestCpuError, IncompatibleError, InputError, UnknownNameError
 from guestcpu.model.cpu import CpuDefinition, CpuType, Fallback, FeatureRequest, Match, Mode, Policy
 from guestcpu.model.cpuid import Signature
-from guestcpu.model.cpumodel import CpuidIdentity, CpuModel
 from guestcpu.model.features import iter_bits
-from guestcpu.qemu.caps import Expansion, QemuCaps
+from guestcpu.qemu.caps import RESOLVE_LATEST, RESOLVE_LEGACY, RESOLVE_V1, Expansion, QemuCaps
 
 #: QEMU models that are not CPU definitions a guest can be pinned to.
 SPECIAL_MODELS = frozenset({"host", "max", "base"})
-#: Model families with their own cache topology (legacy-cache=off); ``base`` cannot express them.
-OWN_CACHE_FAMILIES = ("Dhyana", "EPYC")
 
 
 class NotExpressibleError(GuestCpuError):
@@ -148,13 +146,26 @@ def host_model(caps: QemuCaps, catalog: Catalog, *, migratable: bool = True) -> 
 
 
 # -- effective CPU ----------------------------------------------------------------------
+def latest_common(name: str, caps: QemuCaps, catalog: Catalog) -> tuple[str, tuple[str, ...]]:
+    """The newest ``name-vN`` that both the catalog and QEMU have: what a new definition of ``name`` gets."""
+    known = catalog.find_model(name)
+    if known is not None:
+        common = [m.name for m in catalog.versions(known.family) if caps.has_model(m.name)]
+        if common:
+            return common[-1], ()
+    newest = caps.latest_versions().get(name)
+    if newest is None:
+        return name, (f"QEMU {caps.qemu_version} has no versions of {name}; using it as it is",)
+    return newest, (f"the catalog has no versions of {name}; using QEMU's latest, {newest}",)
+
+
 @dataclass(frozen=True)
 class EffectiveCpu:
     """A guest CPU made exact for one QEMU and accelerator."""
 
-    #: what QEMU is asked for: a versioned model, ``base``, ``host`` or ``max``
+    #: what QEMU is asked for: a versioned model, ``host`` or ``max``
     qemu_model: str
-    #: how a bare name was resolved: versioned / alias / v1 / latest / legacy / base / passthrough
+    #: how a bare name was resolved: versioned / alias / v1 / latest / legacy / passthrough
     resolution: str
     #: the features the guest must get (catalog bits)
     features: int
@@ -164,47 +175,16 @@ class EffectiveCpu:
     cpu: CpuDefinition
     #: CPUID vendor string the guest must see (None: not pinned)
     vendor_string: str | None
-    #: the catalog model (identity for the ``base`` form)
+    #: the catalog model QEMU's model stands for
     catalog_model: str | None
     #: true props of QEMU's expansion the catalog has no feature for (kvmclock …)
     qemu_only_props: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
     check_name: str = "full"
-    #: CPUID identity for the ``base`` form (level/xlevel 0: left to QEMU's minimum)
-    base_identity: CpuidIdentity | None = None
     extra: dict[str, object] = field(default_factory=dict, compare=False)
     #: features the guest names itself (its <feature> elements): always explicit on -cpu,
     #: so that a machine type's compatibility properties cannot change them
     named: int = 0
-
-
-def base_identity_for(model: CpuModel, catalog: Catalog, caps: QemuCaps) -> tuple[CpuidIdentity, str]:
-    """The CPUID identity to put on ``base`` for ``model``, and a note when it is borrowed."""
-    if model.identity is not None:
-        return model.identity, ""
-    signature = model.signatures[0] if model.signatures else None
-    earlier = [m for m in catalog.versions(model.family) if m.identity is not None and m.name != model.name]
-    if earlier:
-        lower = [m for m in earlier if (m.version or 0) < (model.version or 0)] or earlier
-        source = lower[-1]
-        assert source.identity is not None
-        identity = source.identity
-        if signature is not None:
-            identity = replace(identity, family=signature.family, model=signature.model)
-        return identity, (
-            f"{model.name} has no CPUID identity in the catalog; level, xlevel and model-id of {source.name}"
-        )
-    if model.vendor and signature is not None:
-        vendor = catalog.vendor(model.vendor).string
-        identity = CpuidIdentity(vendor, signature.family, signature.model, 0, 0, 0, model.name)
-        return identity, (
-            f"{model.name} has no CPUID identity in the catalog; family/model from its signature, "
-            "level and xlevel left to QEMU (the minimum its features need)"
-        )
-    raise NotExpressibleError(
-        f"this QEMU ({caps.qemu_version}) has no CPU model {model.name}, and the catalog has no CPUID identity "
-        "(vendor, family, model) to express it on 'base'; use a model this QEMU has"
-    )
 
 
 def _policy_bits(cpu: CpuDefinition, catalog: Catalog, offer: int) -> tuple[int, int]:
@@ -299,37 +279,35 @@ def effective_cpu(
         )
     name = guest.model
     notes: list[str] = []
-    entry = None
-    base_identity: CpuidIdentity | None = None
-    if caps.has_model(name):
-        qemu_model, resolution = caps.resolve(name, machine)
-        entry = caps.model(qemu_model)
-        if entry is None or entry.expansion is None:
-            raise NotExpressibleError(f"this QEMU ({caps.binary}) has no expansion of CPU model {qemu_model}")
-        qemu_bits, qemu_only = expansion_bits(entry.expansion, catalog)
-        if qemu_model != name:
-            notes.append(f"{name} resolves to {qemu_model} ({resolution})")
-        catalog_model = qemu_model if catalog.has_model(qemu_model) else (name if catalog.has_model(name) else None)
-    else:
-        model = catalog.model(name, "guest CPU")  # UnknownNameError with suggestions
-        target = catalog.model(model.alias_of) if model.alias_of else model
-        if target.family.startswith(OWN_CACHE_FAMILIES):
+    if not caps.has_model(name):
+        # As define and run do (libvirt's fallback): the closest model this QEMU has, or a refusal.
+        catalog.model(name, "guest CPU")  # UnknownNameError with suggestions
+        if (guest.fallback or Fallback.ALLOW) is Fallback.FORBID:
             raise NotExpressibleError(
-                f"this QEMU ({caps.qemu_version}) has no CPU model {name}, and it cannot be expressed on 'base': "
-                f"{target.family} models carry their own cache topology (legacy-cache=off), which 'base' cannot "
-                "take; use a QEMU that has the model, or another model"
+                f"CPU model '{name}' is not provided by QEMU {caps.qemu_version} and fallback='forbid' keeps it"
             )
-        base_identity, identity_note = base_identity_for(target, catalog, caps)
-        if identity_note:
-            notes.append(identity_note)
-        qemu_model, resolution = "base", "base"
-        qemu_bits, qemu_only = 0, []
-        catalog_model = target.name
-        notes.append(f"this QEMU has no {name}; expressed as 'base' with every property explicit")
+        offered_models = {m.name: m.blockers for m in caps.models if catalog.has_model(m.name)}
+        guest = translate(guest, catalog, offered_models)
+        assert guest.model is not None
+        notes.append(f"QEMU {caps.qemu_version} has no {name}; fallback='allow' chose {guest.model}")
+        name = guest.model
+    qemu_model, resolution = caps.resolve(name, machine)
+    if resolution in (RESOLVE_V1, RESOLVE_LATEST, RESOLVE_LEGACY):
+        # A bare name: judged as define and run pin a new definition, the newest version both have.
+        qemu_model, more = latest_common(name, caps, catalog)
+        resolution = "latest-common"
+        notes.extend(more)
+    entry = caps.model(qemu_model)
+    if entry is None or entry.expansion is None:
+        raise NotExpressibleError(f"this QEMU ({caps.binary}) has no expansion of CPU model {qemu_model}")
+    qemu_bits, qemu_only = expansion_bits(entry.expansion, catalog)
+    if qemu_model != name:
+        notes.append(f"{name} resolves to {qemu_model} ({resolution})")
+    catalog_model = qemu_model if catalog.has_model(qemu_model) else (name if catalog.has_model(name) else None)
     catalog_bits = catalog.model(catalog_model).features if catalog_model else 0
     on, off = _policy_bits(guest, catalog, offer)
-    wanted = (qemu_bits | on) & ~off if qemu_model != "base" else (catalog_bits | on) & ~off
-    lacking = catalog_bits & ~qemu_bits if qemu_model != "base" else 0
+    wanted = (qemu_bits | on) & ~off
+    lacking = catalog_bits & ~qemu_bits
     if lacking and catalog.has_feature("vmx") and not qemu_bits >> catalog.feature("vmx").index & 1:
         # vmx-* capabilities only exist with vmx on; QEMU clears them otherwise (not a disagreement)
         lacking &= ~sum(1 << f.index for f in catalog.features if f.name.startswith("vmx-"))
@@ -338,22 +316,22 @@ def effective_cpu(
             f"QEMU's {qemu_model} under {caps.accel} lacks {', '.join(catalog.names(lacking))}, which the catalog's "
             "definition has; QEMU's definition is used unless the guest asks for them"
         )
-    vendor_string = None
+    # The vendor the guest sees, as define pins it: vendor_id, else <vendor>, else QEMU's
+    # choice (under KVM the host's, under TCG the model's own).
+    vendor_string: str | None = None
     if guest.vendor_id:
         vendor_string = guest.vendor_id
-    elif caps.accel == "kvm" or qemu_model == "base":
-        vendor_string = _model_vendor_string(catalog, catalog_model) or (
-            _model_vendor_string(catalog, name)
-        )
-    elif entry is not None and entry.expansion is not None:
-        found = entry.expansion.get("vendor")
+    elif guest.vendor:
+        vendor_string = catalog.vendor(guest.vendor, "guest CPU").string
+    elif caps.accel == "kvm" and caps.host_static is not None:
+        found = caps.host_static.get("vendor")
         vendor_string = found if isinstance(found, str) else None
+    if vendor_string is None and entry.expansion is not None:
+        found = entry.expansion.get("vendor")
+        vendor_string = found if isinstance(found, str) else _model_vendor_string(catalog, catalog_model or name)
     vendor = catalog.vendor_by_string(vendor_string) if vendor_string else None
-    cpu = _explicit_cpu(
-        qemu_model if qemu_model != "base" else (catalog_model or name),
-        wanted, catalog_bits, qemu_bits if qemu_model != "base" else catalog_bits, catalog, guest,
-        vendor.name if vendor else guest.vendor,
-    )
+    cpu = _explicit_cpu(qemu_model, wanted, catalog_bits, qemu_bits, catalog, guest,
+                        vendor.name if vendor else guest.vendor)
     return EffectiveCpu(
         qemu_model=qemu_model,
         resolution=resolution,
@@ -365,7 +343,6 @@ def effective_cpu(
         qemu_only_props=tuple(sorted(qemu_only)),
         notes=tuple(notes),
         check_name=check,
-        base_identity=base_identity,
         named=on | off,
     )
 
@@ -494,7 +471,12 @@ def hypervisor_baseline(
     else:
         allowed = offer
     usable_models = dict(models) if models is not None else qemu_models(caps, catalog)
-    engine = baseline(cpus, catalog, models=usable_models, allowed_features=allowed, migratable=migratable)
+    # QEMU turns a feature off when the one it depends on is off (npt without svm).
+    dependencies = dependencies_for(catalog)
+    allowed = dependencies.without_orphans(allowed)
+    # The inputs' own model may be one this QEMU lacks (EPYC-Rome-v3 on 7.2): choose among QEMU's.
+    engine = baseline(cpus, catalog, models=usable_models, allowed_features=allowed, migratable=migratable,
+                      dependencies=dependencies, fallback=Fallback.ALLOW)
     common_all = None
     from guestcpu.engine.cpubits import compile_cpu
 
@@ -512,9 +494,14 @@ def hypervisor_baseline(
     qemu_bits, _ = expansion_bits(entry.expansion, catalog)
     catalog_bits = catalog.model(qemu_model).features if catalog.has_model(qemu_model) else 0
     added_by_qemu = qemu_bits & ~catalog_bits
-    # a feature whose gate is off would be cleared by QEMU (npt without svm): never required
-    final = without_ungated((wanted | added_by_qemu) & allowed, catalog)
+    final = (wanted | added_by_qemu) & allowed
     notes: list[str] = list(lacking)
+    # a feature whose gate is off would be cleared by QEMU (npt without svm): never required
+    kept = dependencies.without_orphans(final)
+    if kept != final:
+        notes.append("left out because a feature they need is not in the baseline: "
+                     + ", ".join(dependencies.explain(final & ~kept, kept, catalog)))
+        final = kept
     if qemu_model != chosen:
         notes.append(f"{chosen} resolves to {qemu_model} ({resolution})")
     dropped_qemu = qemu_bits & ~final

@@ -17,6 +17,7 @@ from types import TracebackType
 from typing import Any
 
 from guestcpu.errors import InputError
+from guestcpu.formats.qmp_replies import parse_definitions, parse_expansion
 from guestcpu.qemu.process import DEFAULT_TIMEOUT, QemuProcess, QmpCommandError, base_args
 
 
@@ -47,8 +48,8 @@ class MachineSession:
 
     async def aliases(self) -> dict[str, str | None]:
         """Model name -> ``alias-of`` on this machine type (None: not an alias here)."""
-        definitions = await self._qemu.execute("query-cpu-definitions")
-        return {d["name"]: d.get("alias-of") for d in definitions}
+        definitions = parse_definitions(await self._qemu.execute("query-cpu-definitions"))
+        return {d.name: d.alias_of for d in definitions}
 
     async def expand(self, model: str, props: Mapping[str, Any] | None = None) -> Expanded:
         """The static and full expansions of ``model`` with ``props`` applied, on this machine type."""
@@ -64,4 +65,4 @@ class MachineSession:
             )
         except QmpCommandError as exc:
             raise InputError(f"QEMU cannot expand CPU model {model} on {self.machine}: {exc.desc}") from None
-        return Expanded(model, dict(static["model"]["props"]), dict(full["model"]["props"]))
+        return Expanded(model, dict(parse_expansion(static).props), dict(parse_expansion(full).props))

@@ -9,9 +9,11 @@ costs about as much as QEMU needs to answer.  The replies become a ``QemuCaps``
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from guestcpu.errors import InputError
+from guestcpu.formats.qmp_replies import CpuDefinition, parse_definitions, parse_target
 from guestcpu.qemu.caps import QemuCaps, caps_from_replies
 from guestcpu.qemu.process import DEFAULT_TIMEOUT, QemuError, QemuProcess, base_args, kvm_unusable_reason, run_sync
 
@@ -19,10 +21,16 @@ from guestcpu.qemu.process import DEFAULT_TIMEOUT, QemuError, QemuProcess, base_
 Progress = Callable[[str, int, int], None]
 
 ACCELS = ("kvm", "tcg")
+#: Bumped when a probe starts recording something new (2: the CPU types' property lists).
+PROBE_FORMAT = 2
 
 
 class AccelUnavailableError(QemuError):
     pass
+
+
+class WrongArchError(InputError):
+    """The binary emulates another architecture than the one asked for."""
 
 
 def check_accel(accel: str) -> None:
@@ -43,6 +51,19 @@ def _expansion_args(kind: str, name: str, props: Mapping[str, Any] | None = None
     if props:
         model["props"] = dict(props)
     return {"type": kind, "model": model}
+
+
+def property_typenames(definitions: Sequence[CpuDefinition]) -> list[str]:
+    """The QOM types whose property lists the probe records: one named model, plus host and max.
+
+    QEMU registers a CPU's properties on the architecture's base class, so every named
+    model has the same list and only host/max add their own (QEMU 7.2 x86: 439 on all
+    130 named models, host/max add host-cache-info and migratable; asking all 132 types
+    would triple the probe's time).  tests/test_qemu_live.py checks this on the real binary.
+    """
+    special = [d.typename for d in definitions if d.typename and d.name in ("host", "max")]
+    named = [d.typename for d in definitions if d.typename and d.name not in ("host", "max", "base")]
+    return sorted(set(special + named[:1]))
 
 
 async def probe_replies(
@@ -68,14 +89,20 @@ async def probe_replies(
         ]
         if arch == "x86_64":
             first.append(("query-cpu-model-expansion", _expansion_args("static", host_name, {"migratable": False})))
+        target = parse_target(await qemu.execute("query-target"))
+        if target != arch:
+            raise WrongArchError(f"{binary} is a QEMU for {target}, not {arch}; give a qemu-system-{arch} binary")
         answers = await qemu.execute_many(first)
         version, machines, definitions, host_static, host_full = answers[:5]
         nonmig = answers[5] if len(answers) > 5 else None
-        names = [d["name"] for d in definitions]
+        parsed = parse_definitions(definitions)
+        names = [d.name for d in parsed]
+        typenames = property_typenames(parsed)
         report(f"expanding {len(names)} CPU models", 2, 3)
         expansions = await qemu.execute_many(
             ("query-cpu-model-expansion", _expansion_args("static", name)) for name in names
         )
+        properties = await qemu.execute_many(("qom-list-properties", {"typename": t}) for t in typenames)
         report("done", 3, 3)
     return {
         "version": version,
@@ -85,6 +112,7 @@ async def probe_replies(
         "host_full": host_full,
         "host_static_nonmigratable": nonmig,
         "model_expansions": dict(zip(names, expansions, strict=True)),
+        "model_properties": dict(zip(typenames, properties, strict=True)),
     }
 
 

@@ -23,7 +23,6 @@ import contextlib
 import ctypes
 import logging
 import os
-import secrets
 import shutil
 import signal
 import tempfile
@@ -32,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from guestcpu.errors import GuestCpuError
+from guestcpu.errors import GuestCpuError, TerminatedError
 
 #: Default seconds for every step (spawn + greeting, each command, quit).
 DEFAULT_TIMEOUT = 15.0
@@ -70,13 +69,6 @@ class QemuTimeoutError(QemuError):
     pass
 
 
-class TerminatedError(GuestCpuError):
-    """guestcpu got SIGTERM or SIGHUP while QEMU ran: QEMU was stopped; exit 128 + the signal."""
-
-    def __init__(self, signum: int) -> None:
-        self.signum = signum
-        self.exit_status = 128 + signum
-        super().__init__(f"stopped by {signal.Signals(signum).name}; QEMU was asked to quit and is gone")
 
 
 class QmpCommandError(QemuError):
@@ -169,97 +161,110 @@ def _set_pdeathsig() -> None:  # runs in the child between fork and exec
 
 
 _PR_SET_CHILD_SUBREAPER = 36
+_PR_GET_CHILD_SUBREAPER = 37
+#: whether this process is a child subreaper now; how many QEMUs need it; whether it was one before
 _subreaper = False
+_subreaper_holders = 0
+_subreaper_before = False
 
 
-def become_subreaper() -> bool:
-    """Make this process the reaper of its orphaned descendants (Linux; True when it is).
+def hold_subreaper() -> bool:
+    """Make this process the reaper of its orphaned descendants while a QEMU runs (Linux; True when it is).
 
     A QEMU wrapper's child that left QEMU's session (``setsid``) and outlives its
     parent is then re-parented to guestcpu rather than to init, so it can be reaped.
+    Only while QEMUs run: the orphans of whatever else the program runs are not ours.
     """
-    global _subreaper
-    if not _subreaper:
+    global _subreaper, _subreaper_holders, _subreaper_before
+    if _subreaper_holders == 0:
         with contextlib.suppress(OSError, AttributeError):
-            _subreaper = ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+            libc = ctypes.CDLL(None, use_errno=True)
+            before = ctypes.c_int(0)
+            libc.prctl(_PR_GET_CHILD_SUBREAPER, ctypes.byref(before), 0, 0, 0)
+            _subreaper_before = bool(before.value)
+            _subreaper = _subreaper_before or libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    _subreaper_holders += 1
     return _subreaper
 
 
-def _parents() -> dict[int, int]:
-    """pid -> parent pid of every process (from /proc)."""
-    found = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as fh:
-                stat_line = fh.read()
-        except OSError:
-            continue
-        # "pid (comm) state ppid ...": comm may hold spaces and parentheses.
-        fields = stat_line[stat_line.rfind(b")") + 2:].split()
-        if len(fields) > 1:
-            found[int(entry)] = int(fields[1])
-    return found
+def release_subreaper() -> None:
+    global _subreaper, _subreaper_holders
+    _subreaper_holders = max(0, _subreaper_holders - 1)
+    if _subreaper_holders == 0 and _subreaper and not _subreaper_before:
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
+        _subreaper = False
 
 
-def _descendants(roots: set[int]) -> set[int]:
-    children: dict[int, list[int]] = {}
-    for pid, ppid in _parents().items():
-        children.setdefault(ppid, []).append(pid)
+def _children(pid: int) -> set[int]:
+    """The direct children of ``pid`` (``/proc/PID/task/*/children``)."""
     found: set[int] = set()
-    todo = list(roots)
-    while todo:
-        for child in children.get(todo.pop(), ()):
-            if child not in found:
-                found.add(child)
-                todo.append(child)
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return found
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children", "rb") as fh:
+                found.update(int(child) for child in fh.read().split())
+        except (OSError, ValueError):
+            continue
     return found
 
 
-#: Environment variable every QEMU gets (and its children inherit): finds them in any session.
+#: Environment variable every QEMU gets (and its children inherit): tells its orphans from other children.
 TAG_VARIABLE = "GUESTCPU_QEMU_TAG"
 
 
-def _tagged(tag: str) -> set[int]:
-    """Processes whose environment carries ``tag`` (a QEMU's descendants that left its session)."""
-    needle = f"{TAG_VARIABLE}={tag}".encode()
-    found = set()
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/environ", "rb") as fh:
-                    if needle in fh.read().split(b"\0"):
-                        found.add(int(entry))
-            except OSError:
-                continue
-    return found
+def _has_tag(pid: int, tag: str) -> bool:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as fh:
+            return f"{TAG_VARIABLE}={tag}".encode() in fh.read().split(b"\0")
+    except OSError:
+        return False
 
 
-def _kill_tree(root: int, tag: str) -> None:
-    """SIGKILL every descendant of QEMU, in any session, and reap those re-parented to us.
+def _kill_orphans(tag: str) -> None:
+    """SIGKILL what a QEMU left behind outside its process group, and reap it.
 
-    A descendant is a child of ``root`` or of one found before, or a process carrying
-    QEMU's ``tag``.  They are stopped first (a stopped process cannot fork), until no
-    new one appears, then killed.
+    Once QEMU has exited, each of its surviving descendants (say, a wrapper's child
+    that called ``setsid``) is an orphan, re-parented to this subreaper, or a
+    descendant of one.  Those children of ours that carry QEMU's ``tag`` and
+    everything below them are stopped first (a stopped process cannot fork), then
+    killed and reaped.  Only this process's children are read: no scan of /proc.
     """
+    if not _subreaper:
+        return
+    frontier = {pid for pid in _children(os.getpid()) if _has_tag(pid, tag)}
     seen: set[int] = set()
-    for _ in range(8):
-        new = (_descendants({root} | seen) | _tagged(tag)) - seen - {os.getpid()}
-        if not new:
-            break
-        for pid in new:
+    while frontier:
+        for pid in frontier:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGSTOP)
-        seen |= new
+        seen |= frontier
+        frontier = set().union(*(_children(pid) for pid in frontier)) - seen
     for pid in seen:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signal.SIGKILL)
-    me = os.getpid()
-    parents = _parents() if seen else {}
-    for pid in seen:  # re-parented to this subreaper: ours to reap
-        with contextlib.suppress(ChildProcessError, OSError):
-            os.waitpid(pid, 0 if parents.get(pid) == me else os.WNOHANG)
+    _reap(seen)
+
+
+def _reap(pids: set[int], seconds: float = 2.0) -> None:
+    """Reap those of ``pids`` re-parented to this subreaper (bounded: never blocks for long)."""
+    import time
+
+    left = set(pids)
+    deadline = time.monotonic() + seconds
+    while left:
+        for pid in list(left):
+            try:
+                if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                    left.discard(pid)
+            except (ChildProcessError, OSError):
+                left.discard(pid)  # not our child (or already reaped): init or its parent reaps it
+        if not left or time.monotonic() > deadline:
+            return
+        time.sleep(0.01)
 
 
 def _tail(path: Path, lines: int = _STDERR_TAIL_LINES) -> list[str]:
@@ -294,7 +299,8 @@ class QemuProcess:
     _proc: asyncio.subprocess.Process | None = field(default=None, init=False, repr=False)
     _qmp: Any = field(default=None, init=False, repr=False)
     _dir: Path | None = field(default=None, init=False, repr=False)
-    _tag: str = field(default_factory=lambda: f"{os.getpid()}-{secrets.token_hex(8)}", init=False, repr=False)
+    _holds_subreaper: bool = field(default=False, init=False, repr=False)
+    _tag: str = field(default_factory=lambda: f"{os.getpid()}-{os.urandom(8).hex()}", init=False, repr=False)
     greeting_version: dict[str, Any] = field(default_factory=dict, init=False)
 
     @property
@@ -334,7 +340,8 @@ class QemuProcess:
         self._qmp = _client_class()(self.name)
         await self._qmp.start_server(sock)
         argv = [self.binary, *self.args, "-qmp", f"unix:{sock}"]
-        become_subreaper()
+        hold_subreaper()
+        self._holds_subreaper = True
         with open(self.stderr_path, "wb") as err:
             try:
                 self._proc = await asyncio.create_subprocess_exec(
@@ -346,10 +353,14 @@ class QemuProcess:
                     preexec_fn=_set_pdeathsig,
                     env={**os.environ, TAG_VARIABLE: self._tag},
                 )
-            except FileNotFoundError:
-                raise QemuNotFoundError(f"QEMU binary {self.binary} not found; pass --qemu PATH") from None
-            except PermissionError:
-                raise QemuNotFoundError(f"QEMU binary {self.binary} is not executable; pass --qemu PATH") from None
+            except BaseException as exc:
+                self._holds_subreaper = False
+                release_subreaper()
+                if isinstance(exc, FileNotFoundError):
+                    raise QemuNotFoundError(f"QEMU binary {self.binary} not found; pass --qemu PATH") from None
+                if isinstance(exc, PermissionError):
+                    raise QemuNotFoundError(f"QEMU binary {self.binary} is not executable; pass --qemu PATH") from None
+                raise
         _LIVE_GROUPS.add(self._proc.pid)
         accept = asyncio.ensure_future(self._qmp.accept())
         exited = asyncio.ensure_future(self._proc.wait())
@@ -452,8 +463,11 @@ class QemuProcess:
             raise
         finally:
             _LIVE_GROUPS.discard(pgid)
-            # Children that left the group (setsid), wherever they were re-parented.
-            _kill_tree(pgid, self._tag)
+            # Children that left the group (setsid): re-parented to us once QEMU is gone.
+            _kill_orphans(self._tag)
+            if self._holds_subreaper:
+                self._holds_subreaper = False
+                release_subreaper()
 
 
 def base_args(machine: str, accel: str) -> list[str]:
@@ -475,22 +489,25 @@ async def _stoppable(coro: Any) -> Any:
             received.append(signum)
             task.cancel()
 
-    installed = []
+    installed = {}
     for signum in _STOP_SIGNALS:
+        previous = signal.getsignal(signum)
         try:
             loop.add_signal_handler(signum, on_signal, signum)
-            installed.append(signum)
+            installed[signum] = previous
         except (ValueError, RuntimeError, NotImplementedError):
             pass  # not the main thread: the caller handles signals
     try:
         return await coro
     except asyncio.CancelledError:
         if received:
-            raise TerminatedError(received[0]) from None
+            raise TerminatedError(received[0], "QEMU was asked to quit and is gone") from None
         raise
     finally:
-        for signum in installed:
+        for signum, previous in installed.items():
             loop.remove_signal_handler(signum)
+            # asyncio leaves SIG_DFL behind; whoever handled the signal before does again.
+            signal.signal(signum, previous if previous is not None else signal.SIG_DFL)
 
 
 def run_sync(coro: Any) -> Any:

@@ -19,10 +19,15 @@ from pathlib import Path
 from typing import Any
 
 from guestcpu.errors import InputError
+from guestcpu.formats.qmp_replies import parse_baseline, parse_comparison, parse_expansion
 from guestcpu.qemu.process import DEFAULT_TIMEOUT, QemuProcess, base_args, resolve_binary, run_sync
 
 ARCH = "s390x"
 RESULTS = ("identical", "superset", "subset", "incompatible")
+#: QEMU's comparison of a host (model A) with a guest (model B) -> can the host run the guest?
+#: A host that is a subset of the guest lacks something it has: incompatible, as libvirt maps it.
+HOST_VERDICTS = {"identical": "identical", "superset": "superset", "subset": "incompatible",
+                 "incompatible": "incompatible"}
 _TRUE = {"on", "true", "yes", "1"}
 _FALSE = {"off", "false", "no", "0"}
 
@@ -90,6 +95,11 @@ class S390Comparison:
     modela: ModelSpec
     modelb: ModelSpec
 
+    @property
+    def host_verdict(self) -> str:
+        """Read with model A as the host and B as the guest: identical, superset or incompatible."""
+        return HOST_VERDICTS[self.result]
+
     def as_dict(self) -> dict[str, object]:
         return {
             "result": self.result,
@@ -115,37 +125,36 @@ class S390Baseline:
 
 
 def comparison_from_reply(reply: Any, a: ModelSpec, b: ModelSpec) -> S390Comparison:
-    if not isinstance(reply, dict) or reply.get("result") not in RESULTS:
-        raise InputError("not a query-cpu-model-comparison reply (no result)")
-    return S390Comparison(reply["result"], tuple(reply.get("responsible-properties", ())), a, b)
+    found = parse_comparison(reply)
+    return S390Comparison(found.result, found.responsible_properties, a, b)
 
 
-def baseline_from_reply(reply: Any, inputs: Sequence[ModelSpec]) -> S390Baseline:
-    model = reply.get("model") if isinstance(reply, dict) else None
-    if not isinstance(model, dict) or "name" not in model:
-        raise InputError("not a query-cpu-model-baseline reply (no model)")
-    return S390Baseline(model["name"], dict(model.get("props", {})), tuple(inputs))
+def baseline_from_reply(
+    reply: Any, inputs: Sequence[ModelSpec], command: str = "query-cpu-model-baseline"
+) -> S390Baseline:
+    model = parse_expansion(reply, command)
+    return S390Baseline(model.name, dict(model.props), tuple(inputs))
 
 
 def _offer_name(accel: str) -> str:
     return "host" if accel == "kvm" else "max"
 
 
-async def _compare(binary: str, a: ModelSpec, b: ModelSpec | None, accel: str, timeout: float) -> S390Comparison:
+async def _compare(binary: str, a: ModelSpec, b: ModelSpec, accel: str, timeout: float) -> S390Comparison:
     async with QemuProcess(binary, base_args("none", accel), timeout=timeout, name="s390x") as qemu:
-        other = b or ModelSpec(_offer_name(accel))
-        reply = await qemu.execute("query-cpu-model-comparison", {"modela": a.to_qmp(), "modelb": other.to_qmp()})
-    return comparison_from_reply(reply, a, other)
+        reply = await qemu.execute("query-cpu-model-comparison", {"modela": a.to_qmp(), "modelb": b.to_qmp()})
+    return comparison_from_reply(reply, a, b)
 
 
 async def _baseline(binary: str, models: Sequence[ModelSpec], accel: str, timeout: float) -> S390Baseline:
     async with QemuProcess(binary, base_args("none", accel), timeout=timeout, name="s390x") as qemu:
-        current = models[0].to_qmp()
         if len(models) == 1:
-            reply = await qemu.execute("query-cpu-model-expansion", {"type": "static", "model": current})
+            reply = await qemu.execute("query-cpu-model-expansion", {"type": "static", "model": models[0].to_qmp()})
+            return baseline_from_reply(reply, models, "query-cpu-model-expansion")
+        current = models[0].to_qmp()
         for other in models[1:]:
             reply = await qemu.execute("query-cpu-model-baseline", {"modela": current, "modelb": other.to_qmp()})
-            current = reply["model"]
+            current = parse_baseline(reply).to_qmp()
     return baseline_from_reply(reply, models)
 
 
@@ -154,7 +163,21 @@ def compare_models(
     timeout: float = DEFAULT_TIMEOUT,
 ) -> S390Comparison:
     """QEMU's comparison of ``a`` with ``b`` (default: what QEMU offers, ``max``/``host``)."""
-    return run_sync(_compare(resolve_binary(binary, ARCH), a, b, accel, timeout))  # type: ignore[no-any-return]
+    other = b or ModelSpec(_offer_name(accel))
+    return run_sync(_compare(resolve_binary(binary, ARCH), a, other, accel, timeout))  # type: ignore[no-any-return]
+
+
+def host_runs_guest(
+    guest: ModelSpec, host: ModelSpec | None = None, *, binary: str | None = None, accel: str = "tcg",
+    timeout: float = DEFAULT_TIMEOUT,
+) -> S390Comparison:
+    """Can ``host`` (default: what QEMU offers) run ``guest``?  QEMU compares the host (A) with the guest (B).
+
+    Read the answer with ``host_verdict``: a z13 host is a *subset* of a z14 guest,
+    so it cannot run it (incompatible), as libvirt's hypervisor-cpu-compare says.
+    """
+    offer = host or ModelSpec(_offer_name(accel))
+    return run_sync(_compare(resolve_binary(binary, ARCH), offer, guest, accel, timeout))  # type: ignore[no-any-return]
 
 
 def baseline_models(

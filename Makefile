@@ -8,9 +8,10 @@ VENV    ?= .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-# Debian packages: QEMU (x86 and s390x), the cpuid tool, and libvirt as a peer for comparisons.
+# Debian packages: QEMU (x86 and s390x), the cpuid tool, and libvirt as a peer for comparisons;
+# the tests start their own PostgreSQL server and headless Chromium (tests/pg_support.py, tests/browser_support.py).
 DEMO_DEBS := qemu-system-x86 cpuid
-TEST_DEBS := qemu-system-x86 qemu-system-misc cpuid libvirt-clients libvirt-daemon
+TEST_DEBS := qemu-system-x86 qemu-system-misc cpuid libvirt-clients libvirt-daemon postgresql chromium
 # libvirt's QEMU driver: the benchmark's reference for a cold capabilities probe.
 BENCH_DEBS := $(TEST_DEBS) libvirt-daemon-driver-qemu
 # QEMU 10.x from bookworm-backports, unpacked beside the system QEMU (the live tests run on both).

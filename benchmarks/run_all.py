@@ -11,10 +11,11 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 
-for name in ("bench_engine.py", "bench_catalog_cache.py", "bench_cli.py", "bench_probe.py"):
+for name in ("bench_engine.py", "bench_catalog_cache.py", "bench_cli.py", "bench_probe.py", "bench_fleet.py"):
     path = HERE / name
     if not path.exists():
         continue
     print(f"\n=== {name}")
-    sys.argv = [str(path)]
+    # the fleet benchmark also runs against a private PostgreSQL server when Debian's postgresql is installed
+    sys.argv = [str(path), *(["--postgresql", "auto"] if name == "bench_fleet.py" else [])]
     runpy.run_path(str(path), run_name="__main__")

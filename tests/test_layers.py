@@ -1,7 +1,7 @@
 """The layers of DESIGN.md stay visible in the imports: nothing imports a layer above it.
 
 Lowest first: errors, model (value types), formats (documents parsed into model
-types), catalog, engine, qemu, lifecycle, cli.  Imports used only for type checking
+types), catalog, engine, qemu, lifecycle, fleet, cli.  Imports used only for type checking
 (``if TYPE_CHECKING:``) do not count: they cost nothing at run time.
 """
 
@@ -15,7 +15,8 @@ import pytest
 SRC = Path(__file__).parent.parent / "src" / "guestcpu"
 RANK = {
     "__init__": 0, "errors": 0, "schemas": 1, "model": 1, "formats": 2, "catalog": 3, "engine": 4,
-    "qemu": 5, "lifecycle": 6, "cli": 7,
+    "qemu": 5, "lifecycle": 6, "fleet": 7, "cli": 8,
+    "service": 8,  # the HTTP face of the same functions as cli
 }
 
 

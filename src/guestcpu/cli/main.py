@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "models": "guestcpu.cli.catalog_commands:models_cmd",
     "model": "guestcpu.cli.catalog_commands:model_cmd",
     "schema": "guestcpu.cli.catalog_commands:schema_cmd",
+    "serve": "guestcpu.cli.serve_command:serve_cmd",
     "caps": "guestcpu.cli.qemu_commands:caps_cmd",
     "cmdline": "guestcpu.cli.qemu_commands:cmdline_cmd",
     "run": "guestcpu.cli.qemu_commands:run_cmd",
@@ -36,6 +37,7 @@ COMMANDS: dict[str, str] = {
     "restore-check": "guestcpu.cli.lifecycle_commands:restore_check_cmd",
     "diff": "guestcpu.cli.lifecycle_commands:diff_cmd",
     "upgrade-check": "guestcpu.cli.upgrade_commands:upgrade_check_cmd",
+    "fleet": "guestcpu.cli.fleet_commands:fleet_cmd",
 }
 
 HELP = {
@@ -45,6 +47,7 @@ HELP = {
     "models": "List the CPU models of the catalog.",
     "model": "Show one CPU model: versions, aliases, features and what changed.",
     "schema": "Print the JSON Schema of a guestcpu document (pin, host-capture, qemu-caps).",
+    "serve": "Serve the fleet's answers over HTTP (FastAPI, OpenAPI, token auth).",
     "caps": "What QEMU can give a guest here: host-model, usable models and their blockers, machines.",
     "cmdline": "The QEMU -cpu argument for exactly this guest CPU.",
     "run": "Start QEMU with a guest CPU verified to be exactly the one asked for.",
@@ -57,6 +60,7 @@ HELP = {
     "restore-check": "Can a saved guest be restored there with exactly its pinned CPU?",
     "diff": "What changed between two pins, or two captures of a host.",
     "upgrade-check": "What a QEMU, microcode or kernel upgrade does to the pinned guests, before it.",
+    "fleet": "Many hosts: inventory, baseline, where guests can go, what-if, x86-64 levels, freeze.",
 }
 
 

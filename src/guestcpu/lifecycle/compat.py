@@ -154,8 +154,10 @@ def absent_properties(pin: Pin, caps: QemuCaps, known: frozenset[str]) -> set[st
     """
     abi = pin.abi
     absent = {name for name in abi.features if name not in known}
-    # requested-features is guestcpu's own record of a host-passthrough guest's requests, not a property
-    for name in (*abi.features, *(key for key in abi.props if key != REQUESTED_KEY)):
+    # requested-features holds host-passthrough's own feature requests, not a property itself
+    requested = abi.props.get(REQUESTED_KEY)
+    props = [key for key in abi.props if key != REQUESTED_KEY]
+    for name in (*abi.features, *props, *(requested if isinstance(requested, dict) else ())):
         if caps.has_property(abi.model, name) is False:
             absent.add(name)
     return absent

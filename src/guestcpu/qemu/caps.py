@@ -135,6 +135,8 @@ class QemuCaps:
     probed_at: float = 0.0
     probe_seconds: float = 0.0
     _by_name: dict[str, ModelCaps] = field(default_factory=dict, init=False, repr=False, compare=False)
+    #: values derived from these (immutable) capabilities, computed once: fleets ask per host many times
+    memo: dict[object, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         for model in self.models:

@@ -71,6 +71,10 @@ def offered_bits(caps: QemuCaps, catalog: Catalog, *, migratable: bool = False) 
     """
     from guestcpu.qemu.offer import supported_features
 
+    key = ("offered_bits", id(catalog), migratable)
+    cached = caps.memo.get(key)
+    if cached is not None and cached[0] is catalog:  # the entry holds its catalog: the id cannot be reused
+        return int(cached[1])
     bits = 0
     for name in supported_features(caps):
         if catalog.has_feature(name):
@@ -79,15 +83,20 @@ def offered_bits(caps: QemuCaps, catalog: Catalog, *, migratable: bool = False) 
         for name in caps.non_migratable:
             if catalog.has_feature(name):
                 bits &= ~(1 << catalog.feature(name).index)
+    caps.memo[key] = (catalog, bits)
     return bits
 
 
 def known_bits(caps: QemuCaps, catalog: Catalog) -> int:
     """Catalog features this QEMU has a property for (it can be asked for them at all)."""
+    cached = caps.memo.get(("known_bits", id(catalog)))
+    if cached is not None and cached[0] is catalog:
+        return int(cached[1])
     bits = 0
     for name in caps.known_props:
         if catalog.has_feature(name):
             bits |= 1 << catalog.feature(name).index
+    caps.memo[("known_bits", id(catalog))] = (catalog, bits)
     return bits
 
 
@@ -108,11 +117,15 @@ def model_blockers(caps: QemuCaps, catalog: Catalog, name: str) -> tuple[list[st
 
 def qemu_models(caps: QemuCaps, catalog: Catalog) -> dict[str, tuple[str, ...]]:
     """Models both QEMU and the catalog know, with QEMU's blockers (the engine's ``models``)."""
+    cached = caps.memo.get(("qemu_models", id(catalog)))
+    if cached is not None and cached[0] is catalog:
+        return dict(cached[1])
     result: dict[str, tuple[str, ...]] = {}
     for entry in caps.models:
         if entry.name in SPECIAL_MODELS or not catalog.has_model(entry.name):
             continue
         result[entry.name] = tuple(model_blockers(caps, catalog, entry.name)[0])
+    caps.memo[("qemu_models", id(catalog))] = (catalog, dict(result))
     return result
 
 
@@ -136,13 +149,20 @@ def host_model(caps: QemuCaps, catalog: Catalog, *, migratable: bool = True) -> 
     """
     if caps.host_static is None:
         raise InputError(f"the capabilities of {caps.binary} ({caps.accel}) have no {caps.host_model_name} expansion")
-    return decode(
+    key = ("host_model", id(catalog), migratable)
+    cached = caps.memo.get(key)
+    if cached is not None and cached[0] is catalog:
+        found: DecodeResult = cached[1]
+        return found
+    result = decode(
         host_facts(caps, catalog, migratable=migratable),
         catalog,
         CpuType.GUEST,
         models=qemu_models(caps, catalog),
         migratable=migratable,
     )
+    caps.memo[key] = (catalog, result)
+    return result
 
 
 # -- effective CPU ----------------------------------------------------------------------

@@ -51,13 +51,17 @@ def _given(enabled: set[str]) -> set[str]:
 
 def supported_features(caps: QemuCaps) -> frozenset[str]:
     """QEMU property names of every feature ``caps``' accelerator can give a guest."""
+    cached: frozenset[str] | None = caps.memo.get("supported_features")
+    if cached is not None:
+        return cached
     found: set[str] = set(caps.host_static.enabled) if caps.host_static else set()
     found |= set(caps.non_migratable)
     for model in caps.models:
         # host and max stand for the host expansion itself (already counted above).
         if model.expansion is not None and model.name not in HOST_MODELS:
             found |= _given(set(model.expansion.enabled) - set(model.blockers))
-    return frozenset(found)
+    result = caps.memo["supported_features"] = frozenset(found)
+    return result
 
 
 def non_migratable_features(caps: QemuCaps) -> frozenset[str]:

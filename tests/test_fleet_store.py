@@ -1,0 +1,219 @@
+"""The inventory database: schema by migrations, hosts with history, pins, one transaction per command."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from fleet_support import DOMCAPS, THREE, kinds, model_pin, write_captures
+from guestcpu.catalog.catalog import Catalog
+from guestcpu.errors import InputError
+from guestcpu.fleet import api
+from guestcpu.fleet import schema as db
+from guestcpu.fleet.store import Store, StoreError, open_store
+from guestcpu.fleet.view import unknown
+
+
+@pytest.fixture
+def store(fleet_db_url: str) -> Store:
+    return open_store(fleet_db_url)
+
+
+def count(store: Store, table: type[db.Base]) -> int:
+    with store.transaction() as session:
+        return int(session.scalar(select(func.count()).select_from(table)) or 0)
+
+
+def add_files(store: Store, catalog: Catalog, paths: list[Path], **options: object) -> api.AddReport:
+    return api.add_hosts(store, [(str(p), p.read_bytes(), None) for p in paths], catalog, **options)  # type: ignore[arg-type]
+
+
+def test_a_new_database_gets_the_schema_and_the_orm_matches_the_migrations(store: Store) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    with store.engine.connect() as connection:
+        diffs = compare_metadata(MigrationContext.configure(connection), db.Base.metadata)
+    assert diffs == []
+
+
+def test_hosts_from_captures_share_profiles(store: Store, catalog: Catalog, tmp_path: Path) -> None:
+    report = add_files(store, catalog, write_captures(catalog, tmp_path), cluster="rack1", tags=("prod",))
+    assert [a.host for a in report.added] == [n.lower() for n in THREE]
+    assert count(store, db.Host) == 3
+    # three KVM profiles (one per CPU) and one TCG profile (TCG does not depend on the host CPU)
+    assert count(store, db.Profile) == 4
+    listing = api.hosts(store, cluster="rack1").to_json()
+    assert {h["name"] for h in listing["hosts"]} == {n.lower() for n in THREE}
+    assert all(h["tags"] == ["prod"] and h["accels"] == ["kvm", "tcg"] for h in listing["hosts"])
+
+
+def test_re_adding_a_host_keeps_history_and_names_what_changed(store: Store, catalog: Catalog,
+                                                             tmp_path: Path) -> None:
+    (before,) = write_captures(catalog, tmp_path, ("Xeon-Gold-6148",))
+    add_files(store, catalog, [before])
+    (after,) = write_captures(catalog, tmp_path, ("Xeon-Gold-6148",), variation="tsx-off")
+    report = add_files(store, catalog, [after])
+    assert report.added[0].replaced
+    history = api.history(store, "xeon-gold-6148")
+    assert [s.seq for s in history.states] == [1, 2]
+    assert history.states[0].changes == ()
+    assert "kvm: no longer offers hle, rtm" in history.states[1].changes
+    assert count(store, db.Host) == 1 and count(store, db.HostState) == 2
+    # the same capture again: a new state with nothing changed
+    add_files(store, catalog, [after])
+    assert api.history(store, "xeon-gold-6148").states[-1].changes == ()
+
+
+def test_hosts_from_libvirt_domcapabilities(store: Store, catalog: Catalog) -> None:
+    data = (DOMCAPS / "domcaps-kvm.xml").read_bytes()
+    api.add_hosts(store, [("domcaps-kvm.xml", data, "epyc-libvirt")], catalog)
+    view = api.load_view(store)
+    host = view.host("epyc-libvirt")
+    assert list(host.profiles) == ["kvm"]
+    caps = view.caps(host, "kvm")
+    assert caps is not None and caps.host_static is not None
+    assert caps.host_static.get("vendor") == "AuthenticAMD"
+    # libvirt's host-model names its features; they are all offered, pni is disabled
+    assert {"x2apic", "clzero", "invtsc"} <= set(caps.host_static.enabled)
+    assert "pni" not in caps.host_static.enabled
+    assert not view.profiles[host.profiles["kvm"]].verified
+
+
+def test_pins_are_stored_with_the_host_they_run_on(store: Store, catalog: Catalog, tmp_path: Path) -> None:
+    add_files(store, catalog, write_captures(catalog, tmp_path))
+    kind = kinds(catalog, ("Xeon-E5-2650-v3",))[0]
+    pin = model_pin(kind, "Haswell-v4", catalog)
+    assert not api.add_pin(store, "web1", pin, host="xeon-e5-2650-v3").replaced
+    assert api.add_pin(store, "web1", pin, host="xeon-gold-6148").replaced
+    view = api.load_view(store)
+    assert [(p.name, p.host, p.pin.fingerprint) for p in view.pins] == [("web1", "xeon-gold-6148", pin.fingerprint)]
+
+
+# -- bad input: one clear message, nothing changed ----------------------------------------
+def test_a_capture_of_another_schema_version_changes_nothing(store: Store, catalog: Catalog, tmp_path: Path) -> None:
+    good, bad = write_captures(catalog, tmp_path, THREE[:2])
+    doc = json.loads(bad.read_text())
+    doc["schema_version"] = 99
+    bad.write_text(json.dumps(doc))
+    with pytest.raises(InputError, match="host-capture schema version 99; this guestcpu reads version 1"):
+        add_files(store, catalog, [good, bad])
+    assert count(store, db.Host) == 0 and count(store, db.Profile) == 0
+
+
+def test_domcapabilities_of_another_arch_is_refused(store: Store, catalog: Catalog) -> None:
+    data = (DOMCAPS / "domcaps-kvm-i686.xml").read_bytes()
+    with pytest.raises(InputError, match="i686 architecture; a fleet holds x86_64 hosts"):
+        api.add_hosts(store, [("domcaps-kvm-i686.xml", data, "old")], catalog)
+    assert count(store, db.Host) == 0
+
+
+def test_a_file_that_is_neither_is_refused(store: Store, catalog: Catalog) -> None:
+    with pytest.raises(InputError, match="neither a guestcpu capture"):
+        api.add_hosts(store, [("junk", b"{not json", None)], catalog)
+    with pytest.raises(InputError, match=r"not a guestcpu host capture .*'guestcpu/pin'"):
+        api.add_hosts(store, [("pin", b'{"schema": "guestcpu/pin"}', None)], catalog)
+
+
+def test_unknown_host_and_cluster(store: Store, catalog: Catalog, tmp_path: Path) -> None:
+    add_files(store, catalog, write_captures(catalog, tmp_path), cluster="rack1")
+    with pytest.raises(InputError, match="unknown host 'xeon-gold-614'; did you mean 'xeon-gold-6148'"):
+        api.history(store, "xeon-gold-614")
+    with pytest.raises(InputError, match="unknown cluster 'rack2'; did you mean 'rack1'"):
+        api.baseline(store, catalog, cluster="rack2")
+    with pytest.raises(InputError, match="unknown host"):
+        api.add_pin(store, "g", model_pin(kinds(catalog, THREE[:1])[0], "Haswell-v4", catalog), host="nope")
+    assert str(unknown("pin", "x", [])) == "unknown pin 'x'; the inventory has no pins yet"
+
+
+def test_an_unreachable_database() -> None:
+    one_line = r"^cannot use database postgresql://nobody@127.0.0.1:9/fleet: connection failed: .*refused[^\n]*$"
+    with pytest.raises(StoreError, match=one_line):
+        open_store("postgresql://nobody@127.0.0.1:9/fleet")
+    with pytest.raises(StoreError, match="not a database URL"):
+        open_store("no scheme here")
+    with pytest.raises(StoreError, match="only SQLite and PostgreSQL"):
+        open_store("mysql://x@y/z")
+
+
+def test_an_older_schema_is_refused_until_migrated(tmp_path: Path) -> None:
+    from alembic import command
+    from sqlalchemy import create_engine
+
+    from guestcpu.fleet.store import _alembic_config
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        command.upgrade(_alembic_config(connection), "0001_initial")
+    engine.dispose()
+    with pytest.raises(StoreError, match="revision '0001_initial', older than '0002_pin_host_index'; "
+                                         "run 'guestcpu fleet migrate --db sqlite:///"):
+        open_store(url)
+    open_store(url, migrate=True).close()
+    open_store(url).close()
+
+
+def test_a_database_of_something_else_is_refused(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "other.db"
+    with sqlite3.connect(path) as connection:
+        connection.execute("CREATE TABLE t (x)")
+    with pytest.raises(StoreError, match="has tables but no guestcpu fleet schema"):
+        open_store(f"sqlite:///{path}")
+    path.write_bytes(b"this is not a database at all, just text" * 100)
+    with pytest.raises(StoreError, match="cannot use database"):
+        open_store(f"sqlite:///{path}")
+
+
+def test_a_host_given_twice_adds_nothing(store: Store, catalog: Catalog, tmp_path: Path) -> None:
+    (path,) = write_captures(catalog, tmp_path, THREE[:1])
+    with pytest.raises(StoreError, match="given twice"):
+        add_files(store, catalog, [path, path])
+    assert count(store, db.Host) == 0
+
+
+def test_a_bulk_load_of_new_hosts_is_the_same_inventory(fleet_db_url: str, catalog: Catalog, tmp_path: Path) -> None:
+    """new_hosts=True inserts many rows per statement; the inventory it leaves is the one add_host leaves."""
+    from guestcpu.fleet.synthetic import capture_document
+
+    all_kinds = kinds(catalog, THREE, ("", "tsx-off"))
+    inputs = [(f"h{i}", json.dumps(capture_document(all_kinds[i % len(all_kinds)], f"h{i:04d}")).encode(), None)
+              for i in range(520)]
+    bulk = open_store(fleet_db_url)
+    progress: list[int] = []
+    report = api.add_hosts(bulk, inputs, catalog, cluster="big", tags=("t",), new_hosts=True,
+                           progress=lambda: progress.append(1))
+    assert len(report.added) == len(progress) == 520 and report.to_json()["added"] == 520
+    one_by_one = open_store(f"sqlite:///{tmp_path / 'slow.db'}")
+    api.add_hosts(one_by_one, inputs[:50], catalog, cluster="big", tags=("t",))
+    fast, slow = api.load_view(bulk), api.load_view(one_by_one)
+    assert [(h.name, h.cluster, h.tags, h.profiles) for h in fast.hosts[:50]] == \
+        [(h.name, h.cluster, h.tags, h.profiles) for h in slow.hosts]
+    assert len(fast.profiles) == len(all_kinds) + 1  # one KVM profile per kind, one TCG profile for all
+    assert [s.seq for s in api.history(bulk, "h0007").states] == [1]
+    with pytest.raises(StoreError):
+        api.add_hosts(bulk, inputs[:1], catalog, new_hosts=True)  # not new: the unique name refuses it whole
+    assert count(bulk, db.Host) == 520
+
+
+def test_domcapabilities_blockers_are_kept_per_model(store: Store, catalog: Catalog) -> None:
+    """libvirt 9+ names each unusable model's blockers; they become the profile's QEMU blockers."""
+    from fleet_support import DATA
+
+    data = (DATA / "xml" / "domcapabilities-core-i7-7700.xml").read_bytes()
+    api.add_hosts(store, [("domcapabilities-core-i7-7700.xml", data, "i7")], catalog, cluster="libvirt")
+    view = api.load_view(store)
+    caps = view.caps(view.host("i7"), "kvm")
+    assert caps is not None
+    ibrs = caps.model("Skylake-Client-IBRS")
+    assert ibrs is not None and not ibrs.usable and ibrs.blockers
+    sky = caps.model("Skylake-Client")
+    assert sky is not None and sky.usable and sky.blockers == ()
+    result = api.baseline(store, catalog, cluster="libvirt")
+    assert [h.verified for h in result.hosts] == [False]  # libvirt's view only: judged, not verified
+    assert result.hosts[0].result != "incompatible"

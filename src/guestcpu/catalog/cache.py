@@ -29,7 +29,7 @@ from guestcpu import __version__
 from guestcpu.catalog.catalog import Catalog, Vendor
 from guestcpu.catalog.paths import cache_home, trusted_dropin_dirs
 from guestcpu.errors import InputError
-from guestcpu.model.cpumodel import CpuidIdentity, CpuModel, ModelSignature
+from guestcpu.model.cpumodel import CpuidIdentity, CpuModel, ModelSignature, QemuReleases
 from guestcpu.model.features import Feature
 
 _T = TypeVar("_T")
@@ -92,7 +92,7 @@ def catalog_to_data(catalog: Catalog) -> dict[str, Any]:
                     m.identity.vendor, m.identity.family, m.identity.model, m.identity.stepping,
                     m.identity.level, m.identity.xlevel, m.identity.model_id,
                 ],
-                m.in_qemu_7_2, m.source, m.notes,
+                None if m.qemu is None else [m.qemu.since, m.qemu.until], m.source, m.notes,
             ]
             for m in catalog.models
         ],
@@ -119,7 +119,8 @@ _STR, _INT, _BOOL, _LIST, _NONE = (str,), (int,), (bool,), (list,), (type(None),
 _FEATURE = _shape(_STR, _STR, _INT, _INT, _STR, _INT, _LIST, _BOOL)
 _VENDOR = _shape(_STR, _STR)
 _MODEL = _shape(_STR, _INT, _STR + _NONE, _INT, _INT, _INT, _LIST, _STR + _NONE, _INT + _NONE, _STR, _BOOL, _BOOL,
-                _BOOL, _BOOL, _LIST + _NONE, _BOOL, _STR, _STR)
+                _BOOL, _BOOL, _LIST + _NONE, _LIST + _NONE, _STR, _STR)
+_RELEASES = _shape(_STR, _STR + _NONE)
 _IDENTITY = _shape(_STR, _INT, _INT, _INT, _INT, _INT, _STR)
 _SIGNATURE = _shape(_INT, _INT, _INT + _NONE)
 
@@ -188,8 +189,12 @@ def catalog_from_data(data: Any) -> Catalog:
             identity = identities.get(ident_key)
             if identity is None:
                 identity = identities[ident_key] = _make(CpuidIdentity, _IDENTITY_FIELDS, ident_key)
+        try:
+            releases = None if fields[15] is None else QemuReleases(*_check(fields[15], _RELEASES, "releases"))
+        except ValueError as exc:
+            raise _Bad(f"model {fields[0]}: {exc}") from None
         models.append(_make(CpuModel, _MODEL_FIELDS, (*fields[:6], signatures, *fields[7:14], identity,
-                                                       *fields[15:])))
+                                                       releases, *fields[16:])))
     return Catalog(tuple(features), vendors, tuple(models), data["source"])
 
 

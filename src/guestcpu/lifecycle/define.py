@@ -26,7 +26,7 @@ from guestcpu.catalog.catalog import Catalog
 from guestcpu.catalog.gates import MSR_GATES, failed_msr, gate_of, msr_name, without_msr
 from guestcpu.errors import InputError, suggest
 from guestcpu.formats.libvirt_xml import format_cpu, parse_cpu
-from guestcpu.lifecycle.abi import build_abi, topology_of
+from guestcpu.lifecycle.abi import build_abi, topology_given, topology_json, topology_of
 from guestcpu.lifecycle.argv import guest_args
 from guestcpu.lifecycle.definition import GuestDefinition
 from guestcpu.lifecycle.gates import msr_refusal
@@ -117,9 +117,16 @@ async def pin_cpu_async(
         abi = _abi(expanded, target, request.abi_mode, request.choice.version, props, topology)
         if target.accel == "kvm":
             abi = await _kvm_trial(session, abi, request, props, target, catalog, topology, timeout, warnings)
+    if abi.family == 0 and abi.model_number == 0:
+        # QEMU 10's max under TCG gets its family/model/stepping only when the vCPU is realized:
+        # the expansion says 0/0/0, so the pin takes the identity the started vCPU has.
+        abi = await _realized_identity(abi, target, timeout)
+        warnings.append(f"QEMU {target.caps.qemu_version} reports {abi.model}'s family/model only once the vCPU "
+                        f"exists; pinned as started: family {abi.family} model {abi.model_number} "
+                        f"stepping {abi.stepping}")
     caps = target.caps
     warnings = [*request.warnings, *warnings]
-    missing = sorted(set(abi.required) - supported_features(caps))
+    missing = sorted(set(abi.required) - supported_features(caps) - topology_given(abi.topology, abi.vendor))
     if missing:
         where = "TCG" if target.accel == "tcg" else "this host under KVM"
         warnings.append(f"{where} cannot give this CPU now (QEMU {caps.qemu_version}); missing: {', '.join(missing)}")
@@ -189,6 +196,7 @@ def _abi(
         version=version,
         requested_features={k: v for k, v in props.items() if isinstance(v, bool)},
         topology=topology,
+        topology_features=topology_given(topology_json(topology), str(expanded.static.get("vendor", ""))),
     )
 
 
@@ -283,6 +291,17 @@ async def _trial_start(abi: Abi, target: Target, timeout: float) -> QemuStartErr
             return None
     except QemuStartError as exc:
         return exc
+
+
+async def _realized_identity(abi: Abi, target: Target, timeout: float) -> Abi:
+    """``abi`` with the identity (vendor, family/model/stepping, level, xlevel, model-id) of a started vCPU."""
+    from guestcpu.lifecycle.live import IDENTITY, read_live
+
+    known = known_features(target.caps)
+    async with QemuProcess(target.binary, guest_args(abi, known, caps=target.caps), timeout=timeout,
+                           name="identity") as qemu:
+        live = await read_live(qemu, abi, known)
+    return replace(abi, **{field: live.identity[prop] for field, prop in IDENTITY.items()})
 
 
 def _policy(request: CpuRequest, cpu: CpuDefinition | None, existing: bool, default_used: bool) -> PinPolicy:

@@ -33,6 +33,7 @@ from guestcpu.qemu.caps import QemuCaps
 from guestcpu.qemu.hypervisor import (
     HypervisorComparison,
     baseline_everywhere,
+    effective_cpu,
     host_model,
     hypervisor_compare,
     known_bits,
@@ -169,6 +170,10 @@ def _mixed_vendor_baseline(reps: Sequence[tuple[str, QemuCaps]], catalog: Catalo
         raise IncompatibleError("the hosts are of more than one vendor and do not all offer x86-64-v1")
     cpu = level_cpu(CpuDefinition(type=CpuType.GUEST, mode=Mode.CUSTOM, match=Match.EXACT, model=best.name), catalog)
     needed = table.bits(best, catalog)
+    # what the base model has beyond the level and some host cannot give (nx, pse36 …) is turned off at once
+    first = effective_cpu(cpu, reps[0][1], catalog, machine=machine).features & ~common & ~needed
+    if first:
+        cpu = cpu.with_(features=(*cpu.features, *(FeatureRequest(n, Policy.DISABLE) for n in catalog.names(first))))
     for _ in range(3):
         verdicts = tuple((label, hypervisor_compare(cpu, caps, catalog, machine=machine)) for label, caps in reps)
         missing = 0
@@ -176,7 +181,7 @@ def _mixed_vendor_baseline(reps: Sequence[tuple[str, QemuCaps]], catalog: Catalo
             missing |= verdict.comparison.missing_bits
         if not missing or missing & needed:
             break
-        # what the base model has beyond the level and some host cannot give (nx, pse36 …) is turned off
+        # another QEMU's base model may have more of them
         off = tuple(FeatureRequest(name, Policy.DISABLE) for name in catalog.names(missing))
         cpu = cpu.with_(features=(*cpu.features, *off))
     failing = [f"{label}: {v.comparison.reason}" for label, v in verdicts if v.comparison.missing_bits]
@@ -239,15 +244,24 @@ def fleet_baseline(
     if not hosts:
         where = f"cluster '{cluster}'" if cluster else "the inventory"
         raise InputError(f"{where} has no host with {accel} capabilities; add hosts with 'guestcpu fleet add'")
-    groups = view.groups(accel)
-    digests = list(groups)
+    index: dict[str, int] = {}
+    first: list[str] = []
+    host_profile = []
+    for host in hosts:  # one pass: each host's profile number, and the first host of each profile
+        digest = host.profiles[accel]
+        found = index.get(digest)
+        if found is None:
+            found = index[digest] = len(first)
+            first.append(host.name)
+        host_profile.append(found)
+    digests = list(index)
     caps_list = [view.profiles[d].caps for d in digests]
     width = words_for(catalog)
     offers = [offered_bits(caps, catalog, migratable=True) for caps in caps_list]
     usable = [offer & known_bits(caps, catalog) for offer, caps in zip(offers, caps_list, strict=True)]
     usable_rows = np.stack([bits_to_words(bits, width) for bits in usable])
     chosen = minimal_profiles(usable_rows, [_qemu_identity(c) for c in caps_list])
-    reps = [(groups[digests[i]][0].name, caps_list[i]) for i in chosen]
+    reps = [(first[i], caps_list[i]) for i in chosen]
     if len({_vendor(caps) for caps in caps_list}) > 1:
         result = _mixed_vendor_baseline(reps, catalog, machine)
     else:
@@ -257,13 +271,12 @@ def fleet_baseline(
     need = bits_to_words(result.features, width)
     missing_rows = need[None, :] & ~usable_rows
     fits: npt.NDArray[np.bool_] = np.asarray(~missing_rows.any(axis=1), dtype=np.bool_)
-    index = {d: i for i, d in enumerate(digests)}
-    host_index = np.array([index[h.profiles[accel]] for h in hosts])
+    host_index = np.array(host_profile, dtype=np.intp)
     offer_rows = np.stack([bits_to_words(bits, width) for bits in offers])
     host_rows = offer_rows[host_index]
     common = int.from_bytes(and_all(host_rows).tobytes(), "little")
     union = int.from_bytes(or_all(host_rows).tobytes(), "little")
-    names = np.array([h.name for h in hosts], dtype=object)
+    names = np.array([h.name for h in hosts], dtype=object)  # names of the lacking hosts are built when asked
     left_out = [LeftOut(catalog.features[bit].name, names, column_lacking(host_rows, bit))
                 for bit in iter_bits(union & ~common & ~result.features)]
     left_out.sort(key=lambda item: (item.count, item.feature))
@@ -279,7 +292,7 @@ def fleet_baseline(
             value = ("superset" if usable[i] & ~result.features else "identical") if ok else "incompatible"
         verified = view.profiles[digest].verified
         per_profile.append((value, verified and ok, "" if verified else DOMCAPS_NOTE))
-    verdicts = [HostVerdict(host.name, *per_profile[i]) for host, i in zip(hosts, host_index.tolist(), strict=True)]
+    verdicts = [HostVerdict(host.name, *per_profile[i]) for host, i in zip(hosts, host_profile, strict=True)]
     return FleetBaseline(
         cluster=cluster, accel=accel, model=result.qemu_model, level=result.level, cpu=result.cpu,
         features=tuple(catalog.names(result.features)), left_out=tuple(left_out),

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from guestcpu.catalog.catalog import normalize_feature_name
+from guestcpu.lifecycle.abi import REQUESTED_KEY
 from guestcpu.lifecycle.pin import Pin
 from guestcpu.qemu.caps import QemuCaps
 from guestcpu.qemu.offer import known_features, non_migratable_features, supported_features
@@ -144,7 +145,8 @@ def absent_properties(pin: Pin, caps: QemuCaps, known: frozenset[str]) -> set[st
     """
     abi = pin.abi
     absent = {name for name in abi.features if name not in known}
-    for name in (*abi.features, *abi.props):
+    # requested-features is guestcpu's record of the request, not a QEMU property
+    for name in (*abi.features, *(key for key in abi.props if key != REQUESTED_KEY)):
         if caps.has_property(abi.model, name) is False:
             absent.add(name)
     return absent

@@ -142,6 +142,13 @@ def _make(cls: type[_T], names: tuple[str, ...], values: Iterable[Any]) -> _T:
     return obj
 
 
+def _signature(sig: Any, model: str) -> ModelSignature:
+    steppings = _check(sig, _SIGNATURE, "signature")[2]
+    if steppings is not None and not 0 <= steppings < 1 << 16:
+        raise _Bad(f"model {model}: steppings")
+    return _make(ModelSignature, _SIGNATURE_FIELDS, sig)
+
+
 def catalog_from_data(data: Any) -> Catalog:
     """A catalog from ``catalog_to_data``'s form; ``_Bad`` when anything is off."""
     if not isinstance(data, dict) or not isinstance(data.get("source"), str):
@@ -164,19 +171,24 @@ def catalog_from_data(data: Any) -> Catalog:
         raise _Bad("no models")
     all_bits = (1 << len(features)) - 1
     models = []
+    # Versions of one family share signatures and identities: each distinct one is checked and built once.
+    signature_sets: dict[str, tuple[ModelSignature, ...]] = {}
+    identities: dict[tuple[Any, ...], CpuidIdentity] = {}
     for row in model_rows:
         fields = _check(row, _MODEL, "model")
         if not (0 <= fields[3] <= all_bits and 0 <= fields[4] <= all_bits and 0 <= fields[5] <= all_bits):
             raise _Bad(f"model {fields[0]}: features outside the catalog")
-        signatures = []
-        for sig in fields[6]:
-            steppings = _check(sig, _SIGNATURE, "signature")[2]
-            if steppings is not None and not 0 <= steppings < 1 << 16:
-                raise _Bad(f"model {fields[0]}: steppings")
-            signatures.append(_make(ModelSignature, _SIGNATURE_FIELDS, sig))
-        identity = None if fields[14] is None else _make(CpuidIdentity, _IDENTITY_FIELDS,
-                                                          _check(fields[14], _IDENTITY, "identity"))
-        models.append(_make(CpuModel, _MODEL_FIELDS, (*fields[:6], tuple(signatures), *fields[7:14], identity,
+        key = repr(fields[6])
+        signatures = signature_sets.get(key)
+        if signatures is None:
+            signatures = signature_sets[key] = tuple(_signature(sig, fields[0]) for sig in fields[6])
+        identity = None
+        if fields[14] is not None:
+            ident_key = tuple(_check(fields[14], _IDENTITY, "identity"))
+            identity = identities.get(ident_key)
+            if identity is None:
+                identity = identities[ident_key] = _make(CpuidIdentity, _IDENTITY_FIELDS, ident_key)
+        models.append(_make(CpuModel, _MODEL_FIELDS, (*fields[:6], signatures, *fields[7:14], identity,
                                                        *fields[15:])))
     return Catalog(tuple(features), vendors, tuple(models), data["source"])
 

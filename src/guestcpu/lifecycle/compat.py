@@ -144,9 +144,11 @@ def absent_properties(pin: Pin, caps: QemuCaps, known: frozenset[str]) -> set[st
     ones know only the feature names, so the pin's machine properties go unjudged.
     """
     abi = pin.abi
-    absent = {name for name in abi.features if name not in known}
-    # requested-features is guestcpu's record of the request, not a QEMU property
-    for name in (*abi.features, *(key for key in abi.props if key != REQUESTED_KEY)):
+    requested = abi.props.get(REQUESTED_KEY)
+    # host-passthrough/maximum: the user's own feature requests go on -cpu too
+    features = [*abi.features, *(requested if isinstance(requested, dict) else ())]
+    absent = {name for name in features if name not in known}
+    for name in (*features, *(key for key in abi.props if key != REQUESTED_KEY)):
         if caps.has_property(abi.model, name) is False:
             absent.add(name)
     return absent

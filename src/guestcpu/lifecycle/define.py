@@ -23,7 +23,7 @@ from pathlib import Path
 
 from guestcpu import __version__
 from guestcpu.catalog.catalog import Catalog
-from guestcpu.catalog.gates import failed_msr, gate_of, msr_name, without_msr
+from guestcpu.catalog.gates import MSR_GATES, failed_msr, gate_of, msr_name, without_msr
 from guestcpu.errors import InputError, suggest
 from guestcpu.formats.libvirt_xml import format_cpu, parse_cpu
 from guestcpu.lifecycle.abi import build_abi, topology_of
@@ -115,23 +115,8 @@ async def pin_cpu_async(
                                            catalog, warnings)
         _check_vendor_given(props, expanded, loose)
         abi = _abi(expanded, target, request.abi_mode, request.choice.version, props, topology)
-        if target.accel == "kvm" and request.recompute:
-            failure = await _trial_start(abi, target, timeout)
-            msr = failed_msr(failure.stderr_tail) if failure is not None else None
-            if failure is not None and (msr is None or request.abi_mode != "custom"):
-                where = f"{target.binary}, {target.accel}, {target.machine.name}"
-                raise msr_refusal(failure.stderr_tail, abi, catalog, where) or failure
-            if msr is not None:
-                off = without_msr(msr, catalog, target.caps.known_props)
-                props.update(off)
-                before = abi
-                expanded = await session.expand(model, props)
-                abi = _abi(expanded, target, request.abi_mode, request.choice.version, props, topology)
-                dropped = sorted(n for n in off if before.features.get(n) and not abi.features.get(n))
-                warnings.append(
-                    f"KVM here refuses to set {msr_name(msr)} (QEMU would abort at start-up), so this host-model "
-                    f"has {', '.join(dropped)} off"
-                )
+        if target.accel == "kvm":
+            abi = await _kvm_trial(session, abi, request, props, target, catalog, topology, timeout, warnings)
     caps = target.caps
     warnings = [*request.warnings, *warnings]
     missing = sorted(set(abi.required) - supported_features(caps))
@@ -153,6 +138,42 @@ async def pin_cpu_async(
         libvirt_cpu=libvirt_xml(abi, catalog),
         warnings=tuple(warnings),
     )
+
+
+async def _kvm_trial(
+    session: MachineSession, abi: Abi, request: CpuRequest, props: dict[str, object], target: Target,
+    catalog: Catalog, topology: Topology | None, timeout: float, warnings: list[str],
+) -> Abi:
+    """Start a KVM pin once where QEMU may write an MSR this KVM refuses; the pin that starts.
+
+    host-model: re-pinned without the refused MSR's features (saying so); host-passthrough and
+    maximum: one clear error; a named model: pinned as asked, with a warning.
+    """
+    if not request.recompute and not _sets_gated_msr(abi):
+        return abi
+    where = f"{target.binary}, {target.accel}, {target.machine.name}"
+    failure = await _trial_start(abi, target, timeout)
+    if failure is None:
+        return abi
+    msr = failed_msr(failure.stderr_tail)
+    if not request.recompute:
+        refusal = msr_refusal(failure.stderr_tail, abi, catalog, where)
+        if refusal is not None:
+            warnings.append(f"this pin will not start on this host now: {refusal}")
+        return abi
+    if msr is None or request.abi_mode != "custom":
+        raise msr_refusal(failure.stderr_tail, abi, catalog, where) or failure
+    off = without_msr(msr, catalog, target.caps.known_props)
+    props.update(off)
+    model = request.choice.qemu_model
+    renewed = _abi(await session.expand(model, props), target, request.abi_mode, request.choice.version, props,
+                   topology)
+    dropped = sorted(n for n in off if abi.features.get(n) and not renewed.features.get(n))
+    warnings.append(
+        f"KVM here refuses to set {msr_name(msr)} (QEMU would abort at start-up), so this host-model "
+        f"has {', '.join(dropped)} off"
+    )
+    return renewed
 
 
 def _abi(
@@ -247,6 +268,11 @@ def _check_vendor_given(props: dict[str, object], expanded: Expanded, cpu: CpuDe
             f"the guest CPU names vendor {wanted} but QEMU's {expanded.model} reports {got}; "
             "drop <vendor> or choose a model of that vendor"
         )
+
+
+def _sets_gated_msr(abi: Abi) -> bool:
+    """Whether QEMU will write an MSR some KVMs refuse for this pin (its gate feature is on)."""
+    return any(abi.features.get(gate) for _, gate in MSR_GATES.values())
 
 
 async def _trial_start(abi: Abi, target: Target, timeout: float) -> QemuStartError | None:

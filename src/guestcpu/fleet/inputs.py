@@ -34,6 +34,8 @@ from guestcpu.qemu.caps import Expansion, MachineCaps, ModelCaps, QemuCaps, caps
 FLEET_ARCH = "x86_64"
 #: keys of a capabilities document that change with every probe, not with what QEMU offers
 VOLATILE_KEYS = ("probed_at", "probe_seconds", "fingerprint")
+#: domcapabilities do not say which QEMU version libvirt found; the capabilities schema needs one
+UNKNOWN_QEMU_VERSION = "0.0.0"
 SOURCE_CAPTURE = "capture"
 SOURCE_DOMCAPS = "domcapabilities"
 
@@ -50,7 +52,8 @@ class Profile:
     verified: bool
 
     def caps(self, source: str = "profile") -> QemuCaps:
-        return caps_from_document(dict(self.document), source)
+        # checked against the JSON Schema when it was read (record_from_*); not again
+        return caps_from_document(dict(self.document), source, check=False)
 
 
 @dataclass(frozen=True)
@@ -181,8 +184,9 @@ def record_from_domcapabilities(data: bytes, source: str, catalog: Catalog, *, n
         models.append(ModelCaps(model_name, usable, () if usable else blocked, expansion=expansion))
     machine = (root.findtext("machine") or "").strip()
     caps = QemuCaps(
-        arch=arch, accel=accel, binary=(root.findtext("path") or "").strip(), qemu_version="",
-        package="libvirt domcapabilities", machines=(MachineCaps(machine, is_default=True),) if machine else (),
+        arch=arch, accel=accel, binary=(root.findtext("path") or "").strip(), qemu_version=UNKNOWN_QEMU_VERSION,
+        package="libvirt domcapabilities (QEMU version not given)",
+        machines=(MachineCaps(machine, is_default=True),) if machine else (),
         models=tuple(models), host_static=Expansion("host" if accel == "kvm" else "max", host_props),
         host_full=None, known_props=frozenset(f.qemu_name for f in catalog.features),
     )

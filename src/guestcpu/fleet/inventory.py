@@ -106,7 +106,9 @@ class Inventory:
     def caps_of(self, row: db.Profile) -> QemuCaps:
         found = self._caps.get(row.digest)
         if found is None:
-            found = self._caps[row.digest] = caps_from_document(dict(row.document), f"stored profile {row.digest}")
+            # validated against the schema when it was added; a stored profile is read fast (a fleet has many)
+            found = self._caps[row.digest] = caps_from_document(dict(row.document), f"stored profile {row.digest}",
+                                                                check=False)
         return found
 
     # -- clusters and hosts -----------------------------------------------------------

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from guestcpu.fleet.inputs import UNKNOWN_QEMU_VERSION
 from guestcpu.fleet.matrix import FeatureIndex, subset_matrix, widen
 from guestcpu.fleet.view import FleetView, HostView, PinView
 from guestcpu.lifecycle.compat import Verdict, check_destination
@@ -121,8 +122,8 @@ class Placement:
 
 def _qemu_reason(pin: Pin, caps: QemuCaps, verdict: Verdict) -> str | None:
     pinned = str(pin.made_with.get("qemu_version", ""))
-    if (verdict.missing_model or verdict.missing_machine) and caps.qemu_version and pinned \
-            and caps.qemu_version != pinned:
+    known = caps.qemu_version and caps.qemu_version != UNKNOWN_QEMU_VERSION
+    if (verdict.missing_model or verdict.missing_machine) and known and pinned and caps.qemu_version != pinned:
         return f"its QEMU is {caps.qemu_version}; the guest was pinned with QEMU {pinned}"
     return None
 

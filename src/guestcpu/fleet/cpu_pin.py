@@ -19,9 +19,8 @@ from guestcpu.errors import InputError
 from guestcpu.lifecycle.libvirt_form import libvirt_xml
 from guestcpu.lifecycle.pin import Abi, Pin, PinPolicy, Resolution
 from guestcpu.model.cpu import CpuDefinition, Policy
+from guestcpu.model.names import version_of
 from guestcpu.qemu.caps import QemuCaps
-
-_VERSION = re.compile(r"-v(\d+)$")
 
 
 def newest_common_machine(caps_list: list[QemuCaps]) -> str:
@@ -60,10 +59,9 @@ def pin_from_caps(
     features = {name: False for name in caps.known_props}
     features.update({name: True for name in entry.expansion.enabled})
     features.update(overrides)
-    match = _VERSION.search(qemu_model)
     abi = Abi(
         arch=caps.arch, accel=caps.accel, machine=machine, mode="custom", model=qemu_model,
-        version=int(match.group(1)) if match else None, vendor=str(props.get("vendor", "")),
+        version=version_of(qemu_model), vendor=str(props.get("vendor", "")),
         family=int(props.get("family", 0)), model_number=int(props.get("model", 0)),
         stepping=int(props.get("stepping", 0)), level=int(props.get("min-level", props.get("level", 0))),
         xlevel=int(props.get("min-xlevel", props.get("xlevel", 0))), model_id=str(props.get("model-id", "")),

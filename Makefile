@@ -14,8 +14,10 @@ DEMO_DEBS := qemu-system-x86 cpuid
 TEST_DEBS := qemu-system-x86 qemu-system-misc cpuid libvirt-clients libvirt-daemon postgresql chromium
 # libvirt's QEMU driver: the benchmark's reference for a cold capabilities probe.
 BENCH_DEBS := $(TEST_DEBS) libvirt-daemon-driver-qemu
+# QEMU 10.x from bookworm-backports, unpacked beside the system QEMU (the live tests run on both).
+QEMU10_DIR ?= /var/cache/guestcpu-test/qemu-10
 
-.PHONY: demo test lint typecheck pytest bench debs-demo debs-test apt clean
+.PHONY: demo test lint typecheck pytest bench debs-demo debs-test apt clean qemu10
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import ensurepip' 2>/dev/null || $(MAKE) --no-print-directory apt DEBS=python3-venv
@@ -38,6 +40,10 @@ debs-demo:
 
 debs-test:
 	@$(MAKE) --no-print-directory apt DEBS="$(TEST_DEBS)"
+
+# Idempotent: downloads and unpacks only when $(QEMU10_DIR) has no working QEMU 10.x.
+qemu10:
+	@sh tools/install-qemu10.sh $(QEMU10_DIR)
 
 demo: debs-demo $(STAMP)
 	@echo "== guestcpu $$($(BIN)/guestcpu --version | cut -d' ' -f3): this host's CPU, decoded from CPUID (libvirt capabilities form)"
@@ -79,10 +85,10 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-pytest: $(STAMP) debs-test
-	$(BIN)/pytest -q
+pytest: $(STAMP) debs-test qemu10
+	GUESTCPU_TEST_QEMU10=$(QEMU10_DIR)/usr/bin $(BIN)/pytest -q
 
-test: debs-test $(STAMP) lint typecheck pytest
+test: debs-test qemu10 $(STAMP) lint typecheck pytest
 
 bench: $(STAMP)
 	@$(MAKE) --no-print-directory apt DEBS="$(BENCH_DEBS)"

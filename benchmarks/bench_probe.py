@@ -65,7 +65,7 @@ def raw_probe(binary: str, accel: str, pipelined: bool = False) -> int:
     proc.stdin.flush()
     receive()
     first: list[tuple[str, dict[str, Any] | None]] = [
-        ("query-version", None), ("query-machines", None), ("query-cpu-definitions", None),
+        ("query-target", None), ("query-version", None), ("query-machines", None), ("query-cpu-definitions", None),
         ("query-cpu-model-expansion", {"type": "static", "model": {"name": host}}),
         ("query-cpu-model-expansion", {"type": "full", "model": {"name": host}}),
         ("query-cpu-model-expansion", {"type": "static", "model": {"name": host, "props": {"migratable": False}}}),
@@ -79,16 +79,22 @@ def raw_probe(binary: str, accel: str, pipelined: bool = False) -> int:
     if pipelined:
         proc.stdin.flush()
         replies = [receive() for _ in first]
-    names = [d["name"] for d in replies[2]]
+    definitions = replies[3]
+    names = [d["name"] for d in definitions]
+    # the CPU types whose property lists guestcpu records: host, max and one named model
+    special = [d["typename"] for d in definitions if d["name"] in ("host", "max")]
+    named = [d["typename"] for d in definitions if d["name"] not in ("host", "max", "base")][:1]
+    questions = [("query-cpu-model-expansion", {"type": "static", "model": {"name": name}}) for name in names]
+    questions += [("qom-list-properties", {"typename": t}) for t in sorted(set(special + named))]
     expansions = []
-    for name in names:
-        send("query-cpu-model-expansion", {"type": "static", "model": {"name": name}})
+    for cmd, args in questions:
+        send(cmd, args)
         if not pipelined:
             proc.stdin.flush()
             expansions.append(receive())
     if pipelined:
         proc.stdin.flush()
-        expansions = [receive() for _ in names]
+        expansions = [receive() for _ in questions]
     send("quit")
     proc.stdin.flush()
     proc.wait()

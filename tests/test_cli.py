@@ -357,7 +357,7 @@ def test_models_vendor_amd_json(catalog: Catalog) -> None:
 
 def test_models_text_and_all(catalog: Catalog) -> None:
     data = run_json("models")
-    assert len(data["models"]) == len(catalog.models) == 150
+    assert len(data["models"]) == len(catalog.models) == 156
     out = run("models", "--vendor", "Hygon").stdout
     assert "Dhyana" in out and "EPYC" not in out
 

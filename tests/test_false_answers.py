@@ -154,6 +154,30 @@ def test_machine_properties_are_judged_by_the_recorded_property_lists(tcg_pin: P
     assert run_sync(has("legacy-cache")) and not run_sync(has("x-newer-cache-layout"))
 
 
+@needs_qemu
+def test_every_named_model_has_the_property_list_the_probe_records() -> None:
+    """The probe asks one named model's type (and host/max): every named model's list is the same."""
+    from guestcpu.formats.qmp_replies import parse_definitions, parse_properties
+    from guestcpu.qemu.probe import probe, property_typenames
+
+    async def lists() -> tuple[list[str], dict[str, frozenset[str]]]:
+        async with QemuProcess(QEMU or "", base_args("none", "tcg"), name="props") as qemu:
+            definitions = parse_definitions(await qemu.execute("query-cpu-definitions"))
+            types = sorted({d.typename for d in definitions if d.typename})
+            replies = await qemu.execute_many(("qom-list-properties", {"typename": t}) for t in types)
+        asked = property_typenames(definitions)
+        return asked, {t: frozenset(p.name for p in parse_properties(r)) for t, r in zip(types, replies, strict=True)}
+
+    asked, found = run_sync(lists())
+    caps = probe(QEMU or "", "tcg")
+    named = {t: props for t, props in found.items() if t.split("-x86_64-cpu")[0] not in ("host", "max")}
+    assert len(named) >= 100 and all(props == caps.cpu_properties for props in named.values())
+    assert len(asked) == 3
+    for special in ("host", "max"):
+        assert caps.has_property(special, "migratable") and not caps.has_property("qemu64-v1", "migratable")
+        assert set(caps.model(special).extra_properties) == found[f"{special}-x86_64-cpu"] - caps.cpu_properties
+
+
 # -- baselines honour feature dependencies and start ------------------------------------------------
 
 

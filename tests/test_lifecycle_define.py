@@ -273,3 +273,33 @@ def test_the_vendor_a_definition_names_is_what_qemu_is_told(accel: str, catalog:
         return
     pin = pin_of(xml, catalog, cache_dir, accel=accel)
     assert pin.abi.vendor == "AuthenticAMD"
+
+
+@pytest.mark.skipif(KVM_REASON is not None, reason=f"KVM not usable: {KVM_REASON}")
+def test_a_pin_whose_msr_this_kvm_refuses_is_defined_with_a_warning_and_refused_clearly(
+    catalog: Catalog, cache_dir: Path
+) -> None:
+    """rdctl-no makes QEMU write IA32_ARCH_CAPABILITIES: define tries the pin once; where this KVM refuses the MSR
+    the pin says so, and start is one error naming the MSR (never QEMU's assertion)."""
+    from guestcpu.lifecycle.define import load_target
+    from guestcpu.lifecycle.gates import MsrRefusedError
+    from guestcpu.lifecycle.live import PinMismatchError
+    from guestcpu.lifecycle.start import StartPlan, start_async
+    from guestcpu.qemu.process import run_sync
+
+    xml = "<cpu mode='custom' match='exact'><model>qemu64</model><feature policy='require' name='rdctl-no'/></cpu>"
+    pin = pin_of(xml, catalog, cache_dir, accel="kvm")
+    assert pin.abi.features["arch-capabilities"] and pin.abi.features["rdctl-no"]
+    warned = [w for w in pin.warnings if "will not start on this host now" in w]
+    target = load_target(QEMU, "kvm", pin.abi.machine, cache_dir=cache_dir)
+    if warned:
+        assert "MSR 0x10a (IA32_ARCH_CAPABILITIES)" in warned[0]
+        with pytest.raises(MsrRefusedError, match="KVM here refuses to set MSR 0x10a"):
+            run_sync(start_async(StartPlan(pin, False), target, catalog, verify_only=True))
+        return
+    print("this KVM sets MSR 0x10a: the pin starts, or is refused only for features KVM lacks")
+    try:  # an MsrRefusedError here would be a pin define should have warned about
+        result = run_sync(start_async(StartPlan(pin, False), target, catalog, verify_only=True))
+        assert result.mismatch.ok
+    except PinMismatchError as exc:
+        assert exc.missing  # only features this KVM lacks, each named

@@ -209,6 +209,19 @@ def test_bad_pins_get_one_clear_message(edit: Any, message: str) -> None:
         loads_pin("{oops", "PIN.json")
 
 
+def test_a_passthrough_pin_with_its_requests_round_trips() -> None:
+    abi = make_abi(mode="host-passthrough", model="host", props={"legacy-cache": False,
+                                                                "requested-features": {"vmx": False}})
+    pin = Pin(abi, PinPolicy("host-passthrough"), Resolution(None, "host", "passthrough"),
+              {"qemu_version": "7.2.22"}, host={"name": "host", "props": {"vendor": "AuthenticAMD", "aes": True}})
+    back = pin_from_document(json.loads(json.dumps(pin_to_document(pin))), "doc")
+    assert back.abi == abi and back.host == pin.host and back.seal == pin.seal
+    doc = pin_to_document(pin)
+    doc["abi"]["props"]["requested-features"] = {"vmx": "off"}
+    with pytest.raises(PinError, match=re.escape("damaged at $.abi.props.requested-features.vmx: expected boolean")):
+        pin_from_document(doc, "doc")
+
+
 @pytest.mark.parametrize(
     "edit",
     [
@@ -475,3 +488,18 @@ def test_bad_guest_definitions(xml: bytes, message: str) -> None:
 
     with pytest.raises(InputError, match=message):
         parse_guest(xml, "guest.xml")
+
+
+def test_passthrough_feature_requests_are_judged_as_properties_not_the_request_key() -> None:
+    """A host-passthrough pin's own requests (``requested-features``) are checked by feature name at the destination."""
+    from dataclasses import replace
+
+    from guestcpu.lifecycle.abi import REQUESTED_KEY
+    from guestcpu.lifecycle.compat import absent_properties
+
+    abi = make_abi(mode="host-passthrough", model="host", props={REQUESTED_KEY: {"arch-capabilities": False}})
+    caps = replace(make_caps(), cpu_properties=frozenset({*FEATURES, "vendor"}))
+    known = frozenset(FEATURES)
+    assert absent_properties(make_pin(abi, mode="host-passthrough"), caps, known) == {"arch-capabilities"}
+    caps = replace(caps, cpu_properties=frozenset({*FEATURES, "arch-capabilities"}))
+    assert absent_properties(make_pin(abi, mode="host-passthrough"), caps, known) == set()

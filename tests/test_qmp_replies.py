@@ -200,3 +200,26 @@ def test_the_model_version_grammar_is_defined_once() -> None:
     sources = [p for p in (Path(__file__).parent.parent / "src" / "guestcpu").rglob("*.py")
                if re.search(r"-v\(\?P<version>|-v\(\\d", p.read_text())]
     assert [p.name for p in sources] == ["names.py"]
+
+
+def test_a_probe_with_a_malformed_reply_is_one_error() -> None:
+    from guestcpu.qemu.caps import caps_from_replies
+
+    good: dict[str, Any] = {
+        "version": load("query-version-tcg.json"), "machines": load("query-machines-tcg.json")["return"],
+        "definitions": load("query-cpu-definitions-tcg.json")["return"],
+        "host_static": load("expansion-tcg-static-max.json")["return"], "host_full": None,
+        "host_static_nonmigratable": None,
+        "model_expansions": {"qemu64": load("expansion-tcg-static-qemu64.json")["return"]},
+        "model_properties": {"qemu64-x86_64-cpu": GUEST["qom-list-cpu"]},
+    }
+    caps = caps_from_replies(arch="x86_64", accel="tcg", binary="qemu", **good)
+    assert caps.qemu_version == "7.2.22" and "feature-words" in caps.cpu_properties
+    assert caps.model("qemu64") is not None and caps.model("qemu64").expansion is not None  # type: ignore[union-attr]
+    for key, bad, where in [("definitions", "x", "query-cpu-definitions reply is malformed: expected a list"),
+                            ("machines", [{"name": 1}], "query-machines reply is malformed at [0].name"),
+                            ("model_expansions", {"qemu64": {"model": "qemu64"}},
+                             "query-cpu-model-expansion reply is malformed at model: expected an object"),
+                            ("model_properties", {"t": [{"name": "x", "type": None}]}, "qom-list-properties")]:
+        with pytest.raises(r.ReplyError, match=re.escape(where)):
+            caps_from_replies(arch="x86_64", accel="tcg", binary="qemu", **{**good, key: bad})

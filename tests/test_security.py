@@ -796,6 +796,86 @@ def test_a_wrapper_child_in_a_new_session_leaves_no_orphan(
     assert wait_gone(token) == []
 
 
+# QEMU as a wrapper sees it: the real binary, with one QMP reply replaced on its way to guestcpu.
+RELAY = r"""#!{python}
+import json, os, socket, subprocess, sys, threading
+TARGET, BAD = {target!r}, json.loads({bad!r})
+args = sys.argv[1:]
+where = args.index("-qmp")
+upstream = args[where + 1].removeprefix("unix:")
+own = os.path.join({folder!r}, f"relay-{{os.getpid()}}.sock")
+server = socket.socket(socket.AF_UNIX)
+server.bind(own)
+server.listen(1)
+qemu = subprocess.Popen([{qemu!r}, *args[:where], "-qmp", "unix:" + own, *args[where + 2:]])
+inner, _ = server.accept()
+outer = socket.socket(socket.AF_UNIX)
+outer.connect(upstream)
+names = {{}}
+
+def pump(src, dst, rewrite):
+    # QMP is a stream of JSON objects: QEMU ends each with a newline, qemu.qmp does not.
+    decoder, buffer = json.JSONDecoder(), ""
+    while True:
+        data = src.recv(65536)
+        if not data:
+            dst.close()
+            return
+        buffer += data.decode()
+        while buffer.strip():
+            try:
+                message, end = decoder.raw_decode(buffer.lstrip())
+            except ValueError:
+                break
+            buffer = buffer.lstrip()[end:]
+            if rewrite and "return" in message and names.get(json.dumps(message.get("id"))) == TARGET:
+                message = {{**BAD, "id": message["id"]}}
+            if not rewrite and "execute" in message:
+                names[json.dumps(message.get("id"))] = message["execute"]
+            dst.sendall(json.dumps(message).encode() + b"\n")
+
+threading.Thread(target=pump, args=(outer, inner, False), daemon=True).start()
+pump(inner, outer, True)
+sys.exit(qemu.wait())
+"""
+
+
+def relay(directory: Path, target: str, bad: dict[str, Any]) -> Path:
+    path = directory / f"qemu-relay-{target}"
+    path.write_text(RELAY.format(python=sys.executable, target=target, bad=json.dumps(bad), qemu=QEMU,
+                                 folder=str(directory)))
+    path.chmod(0o755)
+    return path
+
+
+@needs_qemu
+@pytest.mark.parametrize(("target", "bad", "says"), [
+    ("query-cpu-definitions", {"return": "x"}, "QEMU's query-cpu-definitions reply is malformed"),
+    ("query-machines", {"return": [{"name": 5}]}, "QEMU's query-machines reply is malformed at [0].name"),
+    ("query-version", {"return": {}}, "QEMU's query-version reply is malformed"),
+])
+def test_a_wrongly_shaped_reply_to_the_probe_is_one_clear_error(
+    target: str, bad: dict[str, Any], says: str, tmp_path: Path
+) -> None:
+    fake = relay(tmp_path, target, bad)
+    done = guestcpu(["caps", "--qemu", fake, "--accel", "tcg", "--json"], {"XDG_CACHE_HOME": str(tmp_path / "xdg")})
+    assert says in one_error_line(done)
+    assert not list((tmp_path / "xdg" / "guestcpu").glob("qemu-*.json"))  # nothing forged is cached
+
+
+@needs_qemu
+@pytest.mark.parametrize(("target", "bad", "says"), [
+    ("query-cpus-fast", {"return": [{"cpu-index": 0, "thread-id": 1}]}, "QEMU's query-cpus-fast reply is malformed"),
+    ("query-cpus-fast", {"return": "x"}, "QEMU's query-cpus-fast reply is malformed"),
+])
+def test_a_wrongly_shaped_reply_to_start_is_one_clear_error(
+    target: str, bad: dict[str, Any], says: str, tcg_pin: Path, tmp_path: Path, xdg_home: Path
+) -> None:
+    fake = relay(tmp_path, target, bad)
+    done = guestcpu(["start", tcg_pin, "--verify-only", "--qemu", fake], {"XDG_CACHE_HOME": str(xdg_home)})
+    assert says in one_error_line(done)
+
+
 # -- 6. definitions validated when they are defined -------------------------------------------------------
 
 

@@ -114,6 +114,22 @@ def test_answers_are_the_fleets(client: GuestcpuClient) -> None:
         assert all(r["reasons"] for r in pin["refused"])
 
 
+def test_pins_can_be_stored_over_http(client: GuestcpuClient, catalog: Catalog, db_url: str, tmp_path: Path) -> None:
+    by_cpu = {k.cpu: k for k in kinds(catalog, ("Core-i7-8700",))}
+    doc = pin_document(model_pin(by_cpu["Core-i7-8700"], "Broadwell-v2", catalog))
+    stored = client.add_pin("api-1", doc, host="core-i7-8700")
+    pin_file = tmp_path / "api-2.pin.json"
+    pin_file.write_text(json.dumps(doc))
+    by_cli = cli_json(db_url, "add-pin", str(pin_file), "--host", "core-i7-8700")
+    assert stored == {**by_cli, "pin": "api-1"} and stored["replaced"] is False
+    assert client.add_pin("api-1", doc)["replaced"] is True
+    placed = {p["pin"]: p for p in client.where(("api-1", "api-2"))["pins"]}
+    assert placed["api-2"]["runs_on"] == "core-i7-8700" and placed["api-1"]["runs_on"] is None
+    assert placed["api-1"]["hosts"] == placed["api-2"]["hosts"]
+    with pytest.raises(ServiceError, match="400: "):
+        client.add_pin("api-3", {**doc, "fingerprint": "sha256:" + "0" * 64})
+
+
 def test_pin_documents_can_be_sent(client: GuestcpuClient, catalog: Catalog) -> None:
     by_cpu = {k.cpu: k for k in kinds(catalog, ("Core-i7-8700",))}
     doc = pin_document(model_pin(by_cpu["Core-i7-8700"], "Haswell-v2", catalog))

@@ -29,7 +29,7 @@ from guestcpu import __version__
 from guestcpu.catalog.catalog import Catalog, Vendor
 from guestcpu.catalog.paths import cache_home, trusted_dropin_dirs
 from guestcpu.errors import InputError
-from guestcpu.model.cpumodel import CpuidIdentity, CpuModel, ModelSignature
+from guestcpu.model.cpumodel import CpuidIdentity, CpuModel, ModelSignature, QemuReleases
 from guestcpu.model.features import Feature
 
 _T = TypeVar("_T")
@@ -92,7 +92,7 @@ def catalog_to_data(catalog: Catalog) -> dict[str, Any]:
                     m.identity.vendor, m.identity.family, m.identity.model, m.identity.stepping,
                     m.identity.level, m.identity.xlevel, m.identity.model_id,
                 ],
-                m.in_qemu_7_2, m.source, m.notes,
+                None if m.qemu is None else [m.qemu.since, m.qemu.until], m.source, m.notes,
             ]
             for m in catalog.models
         ],
@@ -119,7 +119,8 @@ _STR, _INT, _BOOL, _LIST, _NONE = (str,), (int,), (bool,), (list,), (type(None),
 _FEATURE = _shape(_STR, _STR, _INT, _INT, _STR, _INT, _LIST, _BOOL)
 _VENDOR = _shape(_STR, _STR)
 _MODEL = _shape(_STR, _INT, _STR + _NONE, _INT, _INT, _INT, _LIST, _STR + _NONE, _INT + _NONE, _STR, _BOOL, _BOOL,
-                _BOOL, _BOOL, _LIST + _NONE, _BOOL, _STR, _STR)
+                _BOOL, _BOOL, _LIST + _NONE, _LIST + _NONE, _STR, _STR)
+_RELEASES = _shape(_STR, _STR + _NONE)
 _IDENTITY = _shape(_STR, _INT, _INT, _INT, _INT, _INT, _STR)
 _SIGNATURE = _shape(_INT, _INT, _INT + _NONE)
 
@@ -140,6 +141,13 @@ def _make(cls: type[_T], names: tuple[str, ...], values: Iterable[Any]) -> _T:
     obj = object.__new__(cls)
     obj.__dict__.update(zip(names, values, strict=True))
     return obj
+
+
+def _signature(sig: Any, model: str) -> ModelSignature:
+    steppings = _check(sig, _SIGNATURE, "signature")[2]
+    if steppings is not None and not 0 <= steppings < 1 << 16:
+        raise _Bad(f"model {model}: steppings")
+    return _make(ModelSignature, _SIGNATURE_FIELDS, sig)
 
 
 def catalog_from_data(data: Any) -> Catalog:
@@ -164,20 +172,29 @@ def catalog_from_data(data: Any) -> Catalog:
         raise _Bad("no models")
     all_bits = (1 << len(features)) - 1
     models = []
+    # Versions of one family share signatures and identities: each distinct one is checked and built once.
+    signature_sets: dict[str, tuple[ModelSignature, ...]] = {}
+    identities: dict[tuple[Any, ...], CpuidIdentity] = {}
     for row in model_rows:
         fields = _check(row, _MODEL, "model")
         if not (0 <= fields[3] <= all_bits and 0 <= fields[4] <= all_bits and 0 <= fields[5] <= all_bits):
             raise _Bad(f"model {fields[0]}: features outside the catalog")
-        signatures = []
-        for sig in fields[6]:
-            steppings = _check(sig, _SIGNATURE, "signature")[2]
-            if steppings is not None and not 0 <= steppings < 1 << 16:
-                raise _Bad(f"model {fields[0]}: steppings")
-            signatures.append(_make(ModelSignature, _SIGNATURE_FIELDS, sig))
-        identity = None if fields[14] is None else _make(CpuidIdentity, _IDENTITY_FIELDS,
-                                                          _check(fields[14], _IDENTITY, "identity"))
-        models.append(_make(CpuModel, _MODEL_FIELDS, (*fields[:6], tuple(signatures), *fields[7:14], identity,
-                                                       *fields[15:])))
+        key = repr(fields[6])
+        signatures = signature_sets.get(key)
+        if signatures is None:
+            signatures = signature_sets[key] = tuple(_signature(sig, fields[0]) for sig in fields[6])
+        identity = None
+        if fields[14] is not None:
+            ident_key = tuple(_check(fields[14], _IDENTITY, "identity"))
+            identity = identities.get(ident_key)
+            if identity is None:
+                identity = identities[ident_key] = _make(CpuidIdentity, _IDENTITY_FIELDS, ident_key)
+        try:
+            releases = None if fields[15] is None else QemuReleases(*_check(fields[15], _RELEASES, "releases"))
+        except ValueError as exc:
+            raise _Bad(f"model {fields[0]}: {exc}") from None
+        models.append(_make(CpuModel, _MODEL_FIELDS, (*fields[:6], signatures, *fields[7:14], identity,
+                                                       releases, *fields[16:])))
     return Catalog(tuple(features), vendors, tuple(models), data["source"])
 
 

@@ -16,7 +16,7 @@ from guestcpu.catalog.catalog import Catalog, Vendor
 from guestcpu.catalog.paths import default_dropin_dirs as default_dropin_dirs  # re-exported
 from guestcpu.catalog.paths import trusted_dropin_dirs
 from guestcpu.errors import InputError, UnknownNameError
-from guestcpu.model.cpumodel import CpuidIdentity, CpuModel, ModelSignature
+from guestcpu.model.cpumodel import CpuidIdentity, CpuModel, ModelSignature, QemuReleases
 from guestcpu.model.features import Feature
 
 SCHEMA = 1
@@ -104,6 +104,12 @@ def _read_json(path: Path) -> Any:
     return read_json(path, "a drop-in models file (JSON)")
 
 
+def _releases(doc: Any) -> QemuReleases | None:
+    if doc is None:
+        return None
+    return QemuReleases(since=str(doc["since"]), until=doc.get("until"))
+
+
 def _model_from_doc(doc: dict[str, Any], target: dict[str, Any] | None, family: str, bits: Any) -> CpuModel:
     """``target`` is the canonical model's doc when ``doc`` is an alias."""
     body = target if target is not None else doc
@@ -137,7 +143,7 @@ def _model_from_doc(doc: dict[str, Any], target: dict[str, Any] | None, family: 
         compat_check=doc.get("compat_check", False),
         deprecated=doc.get("deprecated", False),
         identity=identity,
-        in_qemu_7_2=doc.get("qemu_7_2", False),
+        qemu=_releases(doc.get("qemu")),
         notes=doc.get("notes", ""),
     )
 

@@ -19,7 +19,7 @@ def _model_row(model: CpuModel) -> dict[str, object]:
         "alias_of": model.alias_of,
         "vendor": model.vendor,
         "deprecated": model.deprecated,
-        "in_qemu_7_2": model.in_qemu_7_2,
+        "qemu": model.qemu.to_json() if model.qemu else None,
         "source": model.source,
     }
 
@@ -43,11 +43,11 @@ def models_cmd(ctx: click.Context, vendor: str | None, as_json: bool) -> None:
     from rich.table import Table
 
     table = Table(title=f"{len(models)} CPU models ({catalog.source})")
-    for column in ("model", "alias of", "vendor", "QEMU 7.2", "notes"):
+    for column in ("model", "alias of", "vendor", "QEMU releases", "notes"):
         table.add_column(column)
     for m in models:
         notes = ", ".join(n for n in ("deprecated" if m.deprecated else "", m.notes) if n)
-        table.add_row(m.name, m.alias_of or "", m.vendor or "", "yes" if m.in_qemu_7_2 else "", notes)
+        table.add_row(m.name, m.alias_of or "", m.vendor or "", str(m.qemu) if m.qemu else "", notes)
     Console().print(table)
 
 

@@ -182,6 +182,12 @@ def compare_cmd(
         click.echo(f"{result.result.value}: {result.summary}")
         if result.missing_features:
             click.echo(f"  missing: {', '.join(result.missing_features)}")
+        uncatalogued = extra.get("uncatalogued_blockers")
+        if isinstance(uncatalogued, list) and uncatalogued:
+            click.echo(f"  missing (QEMU features the catalog lacks): {', '.join(uncatalogued)}")
+        notes = extra.get("notes")
+        for note in notes if isinstance(notes, list) else []:
+            click.echo(f"  note: {note}")
         if result.forbidden_features:
             click.echo(f"  forbidden but present: {', '.join(result.forbidden_features)}")
         if result.extra_features and (result.result is not CompareResult.INCOMPATIBLE or not result.missing_bits):
@@ -325,6 +331,17 @@ def baseline_cmd(
             click.echo(s390.spec)
         return
     catalog = load_catalog_for(ctx)
+    hosts = []
+    if hypervisor or caps_files:
+        from guestcpu.cli.qemu_commands import obtain_caps
+        from guestcpu.qemu.defined import with_qemu_models
+
+        hosts = [obtain_caps(None, accel, caps_file=path) for path in caps_files]
+        if hypervisor:
+            hosts.append(obtain_caps(qemu, accel))
+        for host_caps, _ in hosts:
+            # a model only these QEMUs define is taken as they define it (the result notes it)
+            catalog = with_qemu_models(catalog, host_caps)
     cpus: list[CpuDefinition] = []
     for path in files:
         found = host_cpus_from_bytes(read_input(path), path, catalog)
@@ -338,13 +355,9 @@ def baseline_cmd(
     if models:
         allowed = {catalog.model(name, "--model").name: () for name in models}
     extra: dict[str, object] = {}
-    if hypervisor or caps_files:
-        from guestcpu.cli.qemu_commands import obtain_caps
+    if hosts:
         from guestcpu.qemu.hypervisor import baseline_everywhere
 
-        hosts = [obtain_caps(None, accel, caps_file=path) for path in caps_files]
-        if hypervisor:
-            hosts.append(obtain_caps(qemu, accel))
         everywhere = baseline_everywhere(cpus, [(source, caps) for caps, source in hosts], catalog,
                                          migratable=migratable, expand=expand, machine=machine, models=allowed)
         hv = everywhere.result

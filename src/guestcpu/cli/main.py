@@ -36,6 +36,7 @@ COMMANDS: dict[str, str] = {
     "migrate-check": "guestcpu.cli.lifecycle_commands:migrate_check_cmd",
     "restore-check": "guestcpu.cli.lifecycle_commands:restore_check_cmd",
     "diff": "guestcpu.cli.lifecycle_commands:diff_cmd",
+    "upgrade-check": "guestcpu.cli.upgrade_commands:upgrade_check_cmd",
     "fleet": "guestcpu.cli.fleet_commands:fleet_cmd",
 }
 
@@ -58,6 +59,7 @@ HELP = {
     "migrate-check": "Can a destination give exactly this guest's pinned CPU?",
     "restore-check": "Can a saved guest be restored there with exactly its pinned CPU?",
     "diff": "What changed between two pins, or two captures of a host.",
+    "upgrade-check": "What a QEMU, microcode or kernel upgrade does to the pinned guests, before it.",
     "fleet": "Many hosts: inventory, baseline, where guests can go, what-if, x86-64 levels, freeze.",
 }
 

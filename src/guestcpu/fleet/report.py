@@ -293,10 +293,12 @@ def render_report(data: ReportData) -> str:
 
 
 # -- from the fleet API's results ---------------------------------------------------------------
-def _version_key(name: str) -> tuple[str, int, str]:
-    """Skylake-Client-v10 after -v9: the version compared as a number."""
-    base, _, version = name.rpartition("-v")
-    return (base, int(version), "") if base and version.isdigit() else (name, 0, name)
+def _version_key(name: str) -> tuple[str, int]:
+    """Skylake-Client-v10 after -v9: the version compared as a number (the catalog's own grammar)."""
+    from guestcpu.model.names import split_version
+
+    base, version = split_version(name)
+    return base, version or 0
 
 
 def _columns(view: FleetView, accel: str, max_columns: int) -> list[tuple[HostView, tuple[str, ...]]]:

@@ -42,9 +42,14 @@ def build_abi(
     version: int | str | None,
     requested_features: Mapping[str, bool] | None = None,
     topology: Topology | None = None,
+    topology_features: frozenset[str] = frozenset(),
 ) -> Abi:
+    """``topology_features``: what the guest gets from its topology (``topology_given``)."""
     static, full, model = expanded.static, expanded.full, expanded.model
     features = {name: value for name, value in static.items() if isinstance(value, bool)}
+    for name in topology_features:
+        if name in features:
+            features[name] = True
     props: dict[str, Any] = {key: full[key] for key in ABI_PROPS if key in full}
     if mode != "custom" and requested_features:
         props[REQUESTED_KEY] = dict(sorted(requested_features.items()))
@@ -66,6 +71,27 @@ def build_abi(
         props=props,
         topology=topology_json(topology),
     )
+
+
+#: Features QEMU derives from the topology: when a socket has several logical CPUs the
+#: guest's CPUID has ``ht`` (leaf 1) and, for every vendor but Intel, ``cmp-legacy``
+#: (leaf 0x80000001), whatever ``-cpu`` says.  QEMU 7.2 sets them only when the guest reads
+#: CPUID (its vCPU's feature words show them off, and under TCG even a ``+ht`` is
+#: filtered); QEMU 10 shows them on.  The guest sees the same bits on both, so the pin
+#: records them on and the readback does not hold the vCPU's report of them against it.
+TOPOLOGY_FEATURES = frozenset({"ht", "cmp-legacy"})
+
+
+def logical_per_socket(topology: Mapping[str, int]) -> int:
+    return (topology.get("dies", 1) * topology.get("clusters", 1) * topology.get("cores", 1)
+            * topology.get("threads", 1))
+
+
+def topology_given(topology: Mapping[str, int], vendor: str) -> frozenset[str]:
+    """Features the guest's CPUID has because of its topology (empty for one logical CPU per socket)."""
+    if logical_per_socket(topology) <= 1:
+        return frozenset()
+    return frozenset({"ht"} if vendor == "GenuineIntel" else {"ht", "cmp-legacy"})
 
 
 def topology_json(topology: Topology | None) -> dict[str, int]:

@@ -42,6 +42,8 @@ class HostCapture:
     cpuid: str | None = None
     cpuid_error: str | None = None
     cpu: Mapping[str, Any] = field(default_factory=dict)
+    #: the CPU microcode revision (/proc/cpuinfo; "" when unknown): a microcode update can remove features
+    microcode: str = ""
 
     def caps(self, accel: str) -> tuple[QemuCaps | None, str | None]:
         """The capabilities under ``accel``, or None and why not."""
@@ -94,6 +96,7 @@ def capture_host(
         cpuid_error = str(exc)
     versions = {c.qemu_version for c in accels.values()}
     return HostCapture(
+        microcode=this_microcode(),
         hostname=socket.gethostname(),
         kernel=os.uname().release,
         captured_at=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
@@ -107,12 +110,23 @@ def capture_host(
     )
 
 
+def this_microcode() -> str:
+    """This host's CPU microcode revision ("" when /proc/cpuinfo does not say)."""
+    from guestcpu.qemu.cache import cpuinfo_facts
+
+    try:
+        return cpuinfo_facts(Path("/proc/cpuinfo").read_text(errors="replace"))[0]
+    except OSError:
+        return ""
+
+
 def capture_to_document(capture: HostCapture) -> dict[str, Any]:
     return {
         "schema": SCHEMA,
         "schema_version": SCHEMA_VERSION,
         "hostname": capture.hostname,
         "kernel": capture.kernel,
+        "microcode": capture.microcode,
         "captured_at": capture.captured_at,
         "qemu": {"binary": capture.binary, "version": capture.qemu_version},
         "cpu": dict(capture.cpu),
@@ -143,6 +157,7 @@ def capture_from_document(doc: Any, source: str = "capture") -> HostCapture:
     return HostCapture(
         hostname=doc["hostname"],
         kernel=doc["kernel"],
+        microcode=str(doc.get("microcode", "")),
         captured_at=doc["captured_at"],
         binary=qemu["binary"],
         qemu_version=qemu["version"],

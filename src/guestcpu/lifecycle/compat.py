@@ -27,7 +27,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from guestcpu.catalog.catalog import normalize_feature_name
-from guestcpu.lifecycle.abi import REQUESTED_KEY
+from guestcpu.formats.qemu_json import NON_FEATURE_PROPS
+from guestcpu.lifecycle.abi import REQUESTED_KEY, topology_given
 from guestcpu.lifecycle.pin import Pin
 from guestcpu.qemu.caps import QemuCaps
 from guestcpu.qemu.offer import known_features, non_migratable_features, supported_features
@@ -54,13 +55,17 @@ class Verdict:
     extra: tuple[str, ...] = ()
     #: other reasons to refuse (no such accelerator, another architecture)
     blockers: tuple[str, ...] = ()
+    #: features the destination's QEMU turns on in the pin's model that the pin does not name
+    #: (it knows them, the pinning QEMU did not): the guest's CPU would change
+    unnamed: tuple[str, ...] = ()
+
     notes: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
         return not (
             self.missing or self.missing_model or self.missing_machine or self.non_migratable
-            or self.missing_properties or self.host_differences or self.extra or self.blockers
+            or self.missing_properties or self.host_differences or self.extra or self.blockers or self.unnamed
         )
 
     @property
@@ -86,6 +91,9 @@ class Verdict:
             reasons.append(f"features that block live migration: {', '.join(self.non_migratable)}")
         if self.extra:
             reasons.append(f"match='strict' and the destination has features the guest lacks: {', '.join(self.extra)}")
+        if self.unnamed:
+            reasons.append(f"its QEMU's definition of the model also turns on {', '.join(self.unnamed)}, which the "
+                           "pin does not name (unknown to the QEMU it was pinned with): the guest's CPU would change")
         return reasons
 
     def summary(self) -> str:
@@ -108,6 +116,7 @@ class Verdict:
             "host_differences": list(self.host_differences),
             "extra_features": list(self.extra),
             "blockers": list(self.blockers),
+            "unnamed_features": list(self.unnamed),
             "reasons": self.reasons,
             "notes": list(self.notes),
         }
@@ -144,10 +153,14 @@ def absent_properties(pin: Pin, caps: QemuCaps, known: frozenset[str]) -> set[st
     ones know only the feature names, so the pin's machine properties go unjudged.
     """
     abi = pin.abi
-    absent = {name for name in abi.features if name not in known}
-    # requested-features is guestcpu's record of the request, not a QEMU property
-    for name in (*abi.features, *(key for key in abi.props if key != REQUESTED_KEY)):
-        if caps.has_property(abi.model, name) is False:
+    requested = abi.props.get(REQUESTED_KEY)
+    # host-passthrough/maximum: the user's own feature requests go on -cpu too
+    features = [*abi.features, *(requested if isinstance(requested, dict) else ())]
+    absent: set[str] = set()
+    for name in (*features, *(key for key in abi.props if key != REQUESTED_KEY)):
+        found = caps.has_property(abi.model, name)
+        # without recorded property lists only the feature names QEMU reported can be judged
+        if found is False or (found is None and name in features and name not in known):
             absent.add(name)
     return absent
 
@@ -182,7 +195,7 @@ def check_destination(
     passthrough = abi.mode != "custom"
     missing_model = None if passthrough or caps.has_model(abi.model) else abi.model
     known = known_features(caps)
-    supported = supported_features(caps)
+    supported = supported_features(caps) | topology_given(abi.topology, abi.vendor)
     required = set(abi.required)
     missing = sorted((required - known) | (required & known - supported))
     missing_properties = sorted(absent_properties(pin, caps, known) - required)
@@ -207,5 +220,17 @@ def check_destination(
         host_differences=tuple(differences),
         extra=tuple(extra),
         blockers=tuple(blockers),
+        unnamed=tuple([] if passthrough else unnamed_features(pin, caps)),
         notes=tuple(notes),
     )
+
+
+# -- a pin made on one QEMU release, judged on another -------------------------------------
+def unnamed_features(pin: Pin, caps: QemuCaps) -> list[str]:
+    """Features the destination's QEMU enables in the pin's model that the pin does not mention."""
+    model = caps.model(pin.abi.model)
+    if model is None or model.expansion is None:
+        return []
+    named = {normalize_feature_name(k) for k in (*pin.abi.features, *pin.abi.props)}
+    return sorted({k for k in model.expansion.enabled
+                   if k not in NON_FEATURE_PROPS and normalize_feature_name(k) not in named})

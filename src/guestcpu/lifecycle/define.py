@@ -23,10 +23,10 @@ from pathlib import Path
 
 from guestcpu import __version__
 from guestcpu.catalog.catalog import Catalog
-from guestcpu.catalog.gates import failed_msr, gate_of, msr_name, without_msr
+from guestcpu.catalog.gates import MSR_GATES, failed_msr, gate_of, msr_name, without_msr
 from guestcpu.errors import InputError, suggest
 from guestcpu.formats.libvirt_xml import format_cpu, parse_cpu
-from guestcpu.lifecycle.abi import build_abi, topology_of
+from guestcpu.lifecycle.abi import build_abi, topology_given, topology_json, topology_of
 from guestcpu.lifecycle.argv import guest_args
 from guestcpu.lifecycle.definition import GuestDefinition
 from guestcpu.lifecycle.gates import msr_refusal
@@ -115,26 +115,18 @@ async def pin_cpu_async(
                                            catalog, warnings)
         _check_vendor_given(props, expanded, loose)
         abi = _abi(expanded, target, request.abi_mode, request.choice.version, props, topology)
-        if target.accel == "kvm" and request.recompute:
-            failure = await _trial_start(abi, target, timeout)
-            msr = failed_msr(failure.stderr_tail) if failure is not None else None
-            if failure is not None and (msr is None or request.abi_mode != "custom"):
-                where = f"{target.binary}, {target.accel}, {target.machine.name}"
-                raise msr_refusal(failure.stderr_tail, abi, catalog, where) or failure
-            if msr is not None:
-                off = without_msr(msr, catalog, target.caps.known_props)
-                props.update(off)
-                before = abi
-                expanded = await session.expand(model, props)
-                abi = _abi(expanded, target, request.abi_mode, request.choice.version, props, topology)
-                dropped = sorted(n for n in off if before.features.get(n) and not abi.features.get(n))
-                warnings.append(
-                    f"KVM here refuses to set {msr_name(msr)} (QEMU would abort at start-up), so this host-model "
-                    f"has {', '.join(dropped)} off"
-                )
+        if target.accel == "kvm":
+            abi = await _kvm_trial(session, abi, request, props, target, catalog, topology, timeout, warnings)
+    if abi.family == 0 and abi.model_number == 0:
+        # QEMU 10's max under TCG gets its family/model/stepping only when the vCPU is realized:
+        # the expansion says 0/0/0, so the pin takes the identity the started vCPU has.
+        abi = await _realized_identity(abi, target, timeout)
+        warnings.append(f"QEMU {target.caps.qemu_version} reports {abi.model}'s family/model only once the vCPU "
+                        f"exists; pinned as started: family {abi.family} model {abi.model_number} "
+                        f"stepping {abi.stepping}")
     caps = target.caps
     warnings = [*request.warnings, *warnings]
-    missing = sorted(set(abi.required) - supported_features(caps))
+    missing = sorted(set(abi.required) - supported_features(caps) - topology_given(abi.topology, abi.vendor))
     if missing:
         where = "TCG" if target.accel == "tcg" else "this host under KVM"
         warnings.append(f"{where} cannot give this CPU now (QEMU {caps.qemu_version}); missing: {', '.join(missing)}")
@@ -155,6 +147,42 @@ async def pin_cpu_async(
     )
 
 
+async def _kvm_trial(
+    session: MachineSession, abi: Abi, request: CpuRequest, props: dict[str, object], target: Target,
+    catalog: Catalog, topology: Topology | None, timeout: float, warnings: list[str],
+) -> Abi:
+    """Start a KVM pin once where QEMU may write an MSR this KVM refuses; the pin that starts.
+
+    host-model: re-pinned without the refused MSR's features (saying so); host-passthrough and
+    maximum: one clear error; a named model: pinned as asked, with a warning.
+    """
+    if not request.recompute and not _sets_gated_msr(abi):
+        return abi
+    where = f"{target.binary}, {target.accel}, {target.machine.name}"
+    failure = await _trial_start(abi, target, timeout)
+    if failure is None:
+        return abi
+    msr = failed_msr(failure.stderr_tail)
+    if not request.recompute:
+        refusal = msr_refusal(failure.stderr_tail, abi, catalog, where)
+        if refusal is not None:
+            warnings.append(f"this pin will not start on this host now: {refusal}")
+        return abi
+    if msr is None or request.abi_mode != "custom":
+        raise msr_refusal(failure.stderr_tail, abi, catalog, where) or failure
+    off = without_msr(msr, catalog, target.caps.known_props)
+    props.update(off)
+    model = request.choice.qemu_model
+    renewed = _abi(await session.expand(model, props), target, request.abi_mode, request.choice.version, props,
+                   topology)
+    dropped = sorted(n for n in off if abi.features.get(n) and not renewed.features.get(n))
+    warnings.append(
+        f"KVM here refuses to set {msr_name(msr)} (QEMU would abort at start-up), so this host-model "
+        f"has {', '.join(dropped)} off"
+    )
+    return renewed
+
+
 def _abi(
     expanded: Expanded, target: Target, mode: str, version: int | str | None, props: dict[str, object],
     topology: Topology | None,
@@ -168,6 +196,7 @@ def _abi(
         version=version,
         requested_features={k: v for k, v in props.items() if isinstance(v, bool)},
         topology=topology,
+        topology_features=topology_given(topology_json(topology), str(expanded.static.get("vendor", ""))),
     )
 
 
@@ -249,6 +278,11 @@ def _check_vendor_given(props: dict[str, object], expanded: Expanded, cpu: CpuDe
         )
 
 
+def _sets_gated_msr(abi: Abi) -> bool:
+    """Whether QEMU will write an MSR some KVMs refuse for this pin (its gate feature is on)."""
+    return any(abi.features.get(gate) for _, gate in MSR_GATES.values())
+
+
 async def _trial_start(abi: Abi, target: Target, timeout: float) -> QemuStartError | None:
     """Start the pinned CPU paused once; QEMU's start-up failure (None: it started)."""
     args = guest_args(abi, known_features(target.caps), caps=target.caps)
@@ -257,6 +291,17 @@ async def _trial_start(abi: Abi, target: Target, timeout: float) -> QemuStartErr
             return None
     except QemuStartError as exc:
         return exc
+
+
+async def _realized_identity(abi: Abi, target: Target, timeout: float) -> Abi:
+    """``abi`` with the identity (vendor, family/model/stepping, level, xlevel, model-id) of a started vCPU."""
+    from guestcpu.lifecycle.live import IDENTITY, read_live
+
+    known = known_features(target.caps)
+    async with QemuProcess(target.binary, guest_args(abi, known, caps=target.caps), timeout=timeout,
+                           name="identity") as qemu:
+        live = await read_live(qemu, abi, known)
+    return replace(abi, **{field: live.identity[prop] for field, prop in IDENTITY.items()})
 
 
 def _policy(request: CpuRequest, cpu: CpuDefinition | None, existing: bool, default_used: bool) -> PinPolicy:

@@ -14,7 +14,7 @@ model-id) included.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,7 +22,7 @@ from guestcpu.catalog.catalog import Catalog
 from guestcpu.engine.update import CpuMismatchError, update_live
 from guestcpu.errors import GuestCpuError
 from guestcpu.formats.qmp_replies import parse_cpus_fast, qom_bool, qom_names, qom_scalar
-from guestcpu.lifecycle.abi import ABI_PROPS
+from guestcpu.lifecycle.abi import ABI_PROPS, topology_given
 from guestcpu.lifecycle.pin import Abi
 from guestcpu.model.cpu import Check, CpuDefinition, FeatureRequest, Mode, Policy
 from guestcpu.qemu.process import QemuProcess
@@ -77,13 +77,18 @@ class PinMismatchError(CpuMismatchError):
         self.args = (message,)
 
 
-async def read_live(qemu: QemuProcess, abi: Abi) -> LiveCpu:
-    """Every pinned property of the first vCPU of a running QEMU."""
+async def read_live(qemu: QemuProcess, abi: Abi, known: Iterable[str] | None = None) -> LiveCpu:
+    """Every pinned property of the first vCPU of a running QEMU.
+
+    ``known``: the features this QEMU has.  A feature the pin has off and this QEMU does
+    not know (a pin made on a newer QEMU) is off here by construction and is not read.
+    """
     cpus = parse_cpus_fast(await qemu.execute("query-cpus-fast"))
     if not cpus:
         raise GuestCpuError("QEMU reports no vCPU to read back (query-cpus-fast is empty)")
     path = cpus[0].qom_path
-    features = sorted(abi.features)
+    names_known = set(known) if known is not None else None
+    features = sorted(name for name, on in abi.features.items() if on or names_known is None or name in names_known)
     identity = list(IDENTITY.values())
     props = [key for key in ABI_PROPS if key in abi.props]
     names = [*features, *identity, *props, "unavailable-features"]
@@ -107,7 +112,12 @@ def compare_live(abi: Abi, live: LiveCpu, catalog: Catalog) -> LiveMismatch:
     enabled = disabled = 0
     qemu_only_extra: list[str] = []
     qemu_only_missing: list[str] = []
+    derived = topology_given(abi.topology, abi.vendor)
     for name, pinned in sorted(abi.features.items()):
+        if name in derived or (name not in live.features and not pinned):
+            # from the topology (every release gives the guest these bits; not all show them),
+            # or unknown to this QEMU and off in the pin
+            continue
         on = live.features.get(name, False)
         if catalog.has_feature(name):
             feature = catalog.feature(name)
@@ -120,7 +130,7 @@ def compare_live(abi: Abi, live: LiveCpu, catalog: Catalog) -> LiveMismatch:
         elif pinned and not on:
             qemu_only_missing.append(name)
     for name in live.unavailable:
-        if catalog.has_feature(name):
+        if catalog.has_feature(name) and name not in derived:
             disabled |= 1 << catalog.feature(name).index
     # No model: every feature is explicit, so the pin alone says what is expected.
     cpu = CpuDefinition(mode=Mode.CUSTOM, check=Check.FULL, features=tuple(catalog_features))

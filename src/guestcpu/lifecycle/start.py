@@ -109,7 +109,7 @@ async def verified_guest(
     start = time.perf_counter()
     try:
         async with QemuProcess(binary, args, timeout=timeout, name=name) as qemu:
-            live = await read_live(qemu, pin.abi)
+            live = await read_live(qemu, pin.abi, known)
             mismatch = compare_live(pin.abi, live, catalog)
             if _refused(mismatch, check):
                 raise PinMismatchError(mismatch, f"QEMU {binary}, {pin.abi.accel}, {pin.abi.machine}")

@@ -33,6 +33,51 @@ class CpuidIdentity:
     model_id: str
 
 
+def release_key(release: str) -> tuple[int, int, int]:
+    """``"10.0"`` -> ``(10, 0, 0)``: QEMU releases compared as numbers (``"9.2" < "10.0" < "10.0.2"``)."""
+    parts = release.split(".")
+    try:
+        if not 2 <= len(parts) <= 3:
+            raise ValueError
+        major, minor, micro = (int(p) for p in (*parts, "0")[:3])
+    except ValueError:
+        raise ValueError(f"'{release}' is not a QEMU release (expected MAJOR.MINOR[.MICRO], e.g. 10.0)") from None
+    return major, minor, micro
+
+
+@dataclass(frozen=True)
+class QemuReleases:
+    """The QEMU releases that define a model version, ``since`` to ``until`` (None: still defined).
+
+    ``since`` is the oldest release recorded when the model was there already (6.2, the
+    oldest the catalog is generated from, stands for "6.2 or earlier").
+    """
+
+    since: str
+    until: str | None = None
+
+    def __post_init__(self) -> None:
+        release_key(self.since)
+        if self.until is not None and release_key(self.until) < release_key(self.since):
+            raise ValueError(f"QEMU release range {self.since}..{self.until} ends before it starts")
+
+    def includes(self, release: str) -> bool:
+        key = release_key(release)
+        if key < release_key(self.since):
+            return False
+        if self.until is None:
+            return True
+        # "until 7.0" covers the 7.0.x stable updates too
+        until = release_key(self.until)
+        return key <= until if self.until.count(".") == 2 else key[:2] <= until[:2]
+
+    def __str__(self) -> str:
+        return f"{self.since}-{self.until}" if self.until else f"{self.since}+"
+
+    def to_json(self) -> dict[str, str]:
+        return {"since": self.since, **({"until": self.until} if self.until else {})}
+
+
 @dataclass(frozen=True)
 class CpuModel:
     name: str
@@ -54,9 +99,14 @@ class CpuModel:
     compat_check: bool = False
     deprecated: bool = False
     identity: CpuidIdentity | None = None
-    in_qemu_7_2: bool = False
+    #: the QEMU releases that define this model version (None: no QEMU does)
+    qemu: QemuReleases | None = None
     source: str = "built-in"
     notes: str = ""
+
+    def defined_by_qemu(self, release: str) -> bool:
+        """Whether QEMU ``release`` (``"7.2"``, ``"10.0.2"``) defines this model version, as recorded."""
+        return self.qemu is not None and self.qemu.includes(release)
 
     @property
     def canonical(self) -> str:

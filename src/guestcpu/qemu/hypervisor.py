@@ -19,7 +19,7 @@ defaults).  A guest's explicit feature requests are applied on top of that.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from guestcpu.catalog.catalog import Catalog
 from guestcpu.catalog.dependencies import dependencies_for
@@ -377,6 +377,8 @@ class HypervisorComparison:
     #: features the guest needs that this QEMU has no property for
     unknown_to_qemu: list[str]
     accel: str = ""
+    #: QEMU's blockers the catalog has no feature for (they block all the same)
+    uncatalogued_blockers: list[str] = field(default_factory=list)
 
     @property
     def result(self) -> CompareResult:
@@ -391,6 +393,7 @@ class HypervisorComparison:
                 "resolution": self.effective.resolution,
                 "qemu_blockers": self.qemu_blockers,
                 "unknown_to_qemu": self.unknown_to_qemu,
+                "uncatalogued_blockers": self.uncatalogued_blockers,
                 "notes": list(self.effective.notes),
             }
         )
@@ -406,19 +409,26 @@ def hypervisor_compare(
     know it); ``superset``: QEMU could give more; ``identical``: exactly this.
     """
     eff = effective_cpu(guest, caps, catalog, machine=machine)
+    if guest.model and not catalog.has_model(guest.model) and caps.has_model(guest.model):
+        lacking = f"the catalog lacks {guest.model}: taken as QEMU {caps.qemu_version} defines it"
+        eff = replace(eff, notes=(lacking, *eff.notes))
     offer = offered_bits(caps, catalog)
     known = known_bits(caps, catalog)
     need = eff.features
     unknown = need & ~known if known else 0
-    blockers, _ = model_blockers(caps, catalog, eff.qemu_model) if eff.qemu_model not in SPECIAL_MODELS else ([], [])
+    blockers, uncatalogued = (model_blockers(caps, catalog, eff.qemu_model) if eff.qemu_model not in SPECIAL_MODELS
+                              else ([], []))
+    # QEMU's blockers the catalog has no feature for (Zhaoxin's ace2 with an older cpu_map) still block
+    uncatalogued = [b for b in uncatalogued if eff.qemu_model != "base"]
     blocker_bits = catalog.bits(blockers) & need
     missing = (need & ~offer) | blocker_bits | unknown
     extra = offer & ~need
     where = f"QEMU {caps.qemu_version} ({caps.accel})"
-    if missing:
+    if missing or uncatalogued:
+        names = [*catalog.names(missing), *uncatalogued]
         comparison = Comparison(
             CompareResult.INCOMPATIBLE, catalog, missing_bits=missing, extra_bits=extra,
-            note=f"{where} cannot give {eff.qemu_model}: missing {', '.join(catalog.names(missing))}",
+            note=f"{where} cannot give {eff.qemu_model}: missing {', '.join(names)}",
         )
     elif extra:
         comparison = Comparison(
@@ -427,7 +437,8 @@ def hypervisor_compare(
         )
     else:
         comparison = Comparison(CompareResult.IDENTICAL, catalog, note=f"{where} gives exactly {eff.qemu_model}")
-    return HypervisorComparison(comparison, eff, catalog.names(blocker_bits), catalog.names(unknown), caps.accel)
+    return HypervisorComparison(comparison, eff, catalog.names(blocker_bits) + uncatalogued, catalog.names(unknown),
+                                caps.accel, uncatalogued)
 
 
 # -- baseline ------------------------------------------------------------------------
@@ -468,6 +479,11 @@ def hypervisor_baseline(
     cannot give are disabled, so that ``hypervisor_compare`` of the result is never
     incompatible and a check='full' start of it verifies.
     """
+    from guestcpu.qemu.defined import lacking_note, with_qemu_models
+
+    # an input may name a model only this QEMU defines: taken as QEMU defines it
+    catalog = with_qemu_models(catalog, caps)
+    lacking = [n for n in dict.fromkeys(lacking_note(c.model, catalog) for c in cpus if c.model) if n]
     if offer is None:
         offer = offered_bits(caps, catalog, migratable=migratable)
         known = known_bits(caps, catalog)
@@ -499,7 +515,7 @@ def hypervisor_baseline(
     catalog_bits = catalog.model(qemu_model).features if catalog.has_model(qemu_model) else 0
     added_by_qemu = qemu_bits & ~catalog_bits
     final = (wanted | added_by_qemu) & allowed
-    notes: list[str] = []
+    notes: list[str] = list(lacking)
     # a feature whose gate is off would be cleared by QEMU (npt without svm): never required
     kept = dependencies.without_orphans(final)
     if kept != final:

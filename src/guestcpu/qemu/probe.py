@@ -59,7 +59,7 @@ def property_typenames(definitions: Sequence[CpuDefinition]) -> list[str]:
     QEMU registers a CPU's properties on the architecture's base class, so every named
     model has the same list and only host/max add their own (QEMU 7.2 x86: 439 on all
     130 named models, host/max add host-cache-info and migratable; asking all 132 types
-    would triple the probe's time).  tests/test_qemu_live.py checks this on the real binary.
+    would triple the probe's time).  tests/test_false_answers.py checks this on the real binary.
     """
     special = [d.typename for d in definitions if d.typename and d.name in ("host", "max")]
     named = [d.typename for d in definitions if d.typename and d.name not in ("host", "max", "base")]

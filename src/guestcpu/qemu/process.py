@@ -26,6 +26,7 @@ import os
 import shutil
 import signal
 import tempfile
+import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +45,10 @@ logging.getLogger("qemu.qmp").setLevel(logging.CRITICAL)
 
 #: Process groups started here and not yet reaped (killed synchronously as a last resort).
 _LIVE_GROUPS: set[int] = set()
+#: Socket folders of the QEMUs above, for the shutdown watchdog.
+_LIVE_DIRS: set[Path] = set()
+#: Seconds after SIGTERM/SIGHUP before the watchdog ends guestcpu whatever the event loop is doing.
+_SHUTDOWN_BOUND = 20.0
 
 
 class QemuError(GuestCpuError):
@@ -336,6 +341,7 @@ class QemuProcess:
 
     async def _start(self) -> None:
         self._dir = Path(tempfile.mkdtemp(prefix="guestcpu-qmp-"))
+        _LIVE_DIRS.add(self._dir)
         sock = str(self._dir / "qmp.sock")
         self._qmp = _client_class()(self.name)
         await self._qmp.start_server(sock)
@@ -444,6 +450,7 @@ class QemuProcess:
                     await asyncio.wait_for(qmp.disconnect(), 1.0)
             if self._dir is not None:
                 shutil.rmtree(self._dir, ignore_errors=True)
+                _LIVE_DIRS.discard(self._dir)
                 self._dir = None
 
     async def _terminate(self, proc: asyncio.subprocess.Process) -> None:
@@ -484,10 +491,18 @@ async def _stoppable(coro: Any) -> Any:
     task = asyncio.current_task()
     received: list[int] = []
 
+    watchdog: list[threading.Timer] = []
+
     def on_signal(signum: int) -> None:
         if not received and task is not None:
             received.append(signum)
             task.cancel()
+            # The orderly stop is bounded step by step; this bounds it as a whole, even if a
+            # cancellation is lost in a race or a step blocks the loop.
+            timer = threading.Timer(_SHUTDOWN_BOUND, _hard_stop, (signum,))
+            timer.daemon = True
+            timer.start()
+            watchdog.append(timer)
 
     installed = {}
     for signum in _STOP_SIGNALS:
@@ -504,10 +519,23 @@ async def _stoppable(coro: Any) -> Any:
             raise TerminatedError(received[0], "QEMU was asked to quit and is gone") from None
         raise
     finally:
+        for timer in watchdog:
+            timer.cancel()
         for signum, previous in installed.items():
             loop.remove_signal_handler(signum)
             # asyncio leaves SIG_DFL behind; whoever handled the signal before does again.
             signal.signal(signum, previous if previous is not None else signal.SIG_DFL)
+
+
+def _hard_stop(signum: int) -> None:
+    """The orderly stop after a signal took too long: kill every QEMU, clean up, exit 128+signal."""
+    reap_leftovers()
+    for folder in list(_LIVE_DIRS):
+        shutil.rmtree(folder, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        os.write(2, f"guestcpu: error: stopped by {signal.Signals(signum).name}; QEMU did not quit in "
+                    f"{_SHUTDOWN_BOUND:.0f} s and was killed\n".encode())
+    os._exit(128 + signum)
 
 
 def run_sync(coro: Any) -> Any:

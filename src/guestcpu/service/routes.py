@@ -134,6 +134,7 @@ def add_fleet_routes(app: FastAPI, settings: ServiceSettings) -> None:
     async def lifespan(app_: FastAPI) -> AsyncIterator[Any]:
         async with parent(app_) as inner:
             try:
+                await run_in_threadpool(lambda: state.store)  # opened once, before the first request
                 yield inner
             finally:
                 state.close()

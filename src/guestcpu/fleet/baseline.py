@@ -37,6 +37,7 @@ from guestcpu.qemu.hypervisor import (
     host_model,
     hypervisor_compare,
     known_bits,
+    model_blockers,
     offered_bits,
 )
 
@@ -288,7 +289,9 @@ def fleet_baseline(
             ok = verdict.comparison.missing_bits == 0 and bool(fits[i])
             value = verdict.result.value if ok else "incompatible"
         else:
-            ok = bool(fits[i])
+            # QEMU's own blockers of the chosen model there count too, as in hypervisor_compare
+            blocked = catalog.bits(model_blockers(caps_list[i], catalog, result.qemu_model)[0]) & result.features
+            ok = bool(fits[i]) and not blocked
             value = ("superset" if usable[i] & ~result.features else "identical") if ok else "incompatible"
         verified = view.profiles[digest].verified
         per_profile.append((value, verified and ok, "" if verified else DOMCAPS_NOTE))

@@ -59,6 +59,7 @@ def _derived(base: Path, name: str, catalog: Catalog) -> dict[str, Any]:
 def corpus_cpus(directory: Path, catalog: Catalog) -> list[CorpusCpu]:
     """Every CPU of the corpus (one ``.sig`` file each), recorded expansions first."""
     found = []
+    derived = []
     for sig in sorted(directory.glob("x86_64-cpuid-*.sig")):
         name = sig.name.removeprefix("x86_64-cpuid-").removesuffix(".sig")
         recorded = _recorded(directory / f"x86_64-cpuid-{name}.json") if (
@@ -66,5 +67,11 @@ def corpus_cpus(directory: Path, catalog: Catalog) -> list[CorpusCpu]:
         if recorded is not None:
             found.append(CorpusCpu(name, recorded, True))
         elif (directory / f"x86_64-cpuid-{name}-guest.xml").exists():
-            found.append(CorpusCpu(name, _derived(directory, name, catalog), False))
-    return found
+            derived.append(CorpusCpu(name, _derived(directory, name, catalog), False))
+    # KVM's paravirtual features (kvmclock, kvm-pv-eoi …) are the kernel's, not the CPU's: every recorded
+    # host expansion has them, and so does a derived one
+    paravirt = set.intersection(*({k for k, v in c.props.items() if v is True and k.startswith("kvm")}
+                                  for c in found)) if found else set()
+    for cpu in derived:
+        cpu.props.update(dict.fromkeys(sorted(paravirt), True))
+    return found + derived

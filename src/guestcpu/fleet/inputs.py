@@ -34,8 +34,8 @@ from guestcpu.qemu.caps import Expansion, MachineCaps, ModelCaps, QemuCaps, caps
 FLEET_ARCH = "x86_64"
 #: keys of a capabilities document that change with every probe, not with what QEMU offers
 VOLATILE_KEYS = ("probed_at", "probe_seconds", "fingerprint")
-#: domcapabilities do not say which QEMU version libvirt found; the capabilities schema needs one
-UNKNOWN_QEMU_VERSION = "0.0.0"
+#: domcapabilities do not say which QEMU version libvirt found (the capabilities schema allows it empty)
+UNKNOWN_QEMU_VERSION = ""
 SOURCE_CAPTURE = "capture"
 SOURCE_DOMCAPS = "domcapabilities"
 

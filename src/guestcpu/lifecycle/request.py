@@ -25,13 +25,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from guestcpu.catalog.catalog import Catalog
-from guestcpu.engine.update import translate
 from guestcpu.errors import GuestCpuError, InputError
-from guestcpu.lifecycle.versions import ModelChoice, ModelNotInQemuError, resolve_model, version_of
 from guestcpu.model.cpu import CpuDefinition, Fallback, Match, Mode, Policy
+from guestcpu.model.names import version_of
 from guestcpu.qemu.caps import MachineCaps, QemuCaps
 from guestcpu.qemu.hypervisor import host_model
-from guestcpu.qemu.offer import supported_features
+from guestcpu.qemu.request import ModelChoice, fall_back, feature_decisions, requested_vendor, resolve_model
 
 
 @dataclass(frozen=True)
@@ -109,22 +108,17 @@ def _custom(
     requested = cpu.model
     warnings: list[str] = []
     if not caps.has_model(cpu.model):
-        if (cpu.fallback or Fallback.ALLOW) is Fallback.FORBID:
-            raise ModelNotInQemuError(cpu.model, caps.qemu_version, caps.model_names())
-        cpu = _fall_back(cpu, caps, catalog)
-        warnings.append(f"QEMU {caps.qemu_version} has no {requested}; fallback='allow' chose {cpu.model}")
+        cpu, note = fall_back(cpu, caps, catalog)
+        warnings.append(note)
     assert cpu.model is not None
     choice = resolve_model(
         cpu.model, caps, catalog, existing=existing, machine=machine, machine_aliases=machine_aliases
     )
     props, more = feature_props(cpu, caps, catalog)
     _check_vendor(cpu, caps, catalog)
-    if cpu.vendor_id:
-        props["vendor"] = cpu.vendor_id
-    elif cpu.vendor:
-        # <vendor> is what the guest sees, under TCG as well as KVM (QEMU would otherwise
-        # give the model's own vendor, or under KVM the host's).
-        props["vendor"] = catalog.vendor(cpu.vendor, "guest CPU").string
+    vendor = requested_vendor(cpu, catalog)
+    if vendor is not None:
+        props["vendor"] = vendor
     return CpuRequest(
         abi_mode="custom",
         definition_mode="custom",
@@ -134,13 +128,6 @@ def _custom(
         props=props,
         warnings=(*warnings, *choice.notes, *more),
     )
-
-
-def _fall_back(cpu: CpuDefinition, caps: QemuCaps, catalog: Catalog) -> CpuDefinition:
-    if not catalog.has_model(cpu.model or ""):
-        raise ModelNotInQemuError(cpu.model or "", caps.qemu_version, caps.model_names())
-    offered = {m.name: m.blockers for m in caps.models if catalog.has_model(m.name)}
-    return translate(cpu, catalog, offered)
 
 
 def _check_vendor(cpu: CpuDefinition, caps: QemuCaps, catalog: Catalog) -> None:
@@ -160,34 +147,23 @@ def _check_vendor(cpu: CpuDefinition, caps: QemuCaps, catalog: Catalog) -> None:
 
 
 def feature_props(cpu: CpuDefinition, caps: QemuCaps, catalog: Catalog) -> tuple[dict[str, Any], list[str]]:
-    """The definition's feature policies as QEMU properties (feature -> on/off)."""
+    """The definition's feature policies (``qemu.request``) as QEMU properties (feature -> on/off)."""
     props: dict[str, Any] = {}
     warnings: list[str] = []
-    supported: frozenset[str] | None = None
-    known = caps.known_props
-    for request in cpu.features:
-        feature = catalog.feature(request.name, "guest CPU")
-        name = feature.qemu_name
-        policy = request.policy or Policy.REQUIRE
-        if known and name not in known:
+    for decision in feature_decisions(cpu, caps, catalog).decisions:
+        policy = decision.policy
+        if not decision.known:
             if policy in (Policy.REQUIRE, Policy.FORCE):
                 raise InputError(
-                    f"the guest CPU requires feature '{request.name}', which QEMU {caps.qemu_version} does not know"
+                    f"the guest CPU requires feature '{decision.written}', which QEMU {caps.qemu_version} "
+                    "does not know"
                 )
-            warnings.append(f"feature '{request.name}' ({policy.value}) is unknown to QEMU {caps.qemu_version}; "
+            warnings.append(f"feature '{decision.written}' ({policy.value}) is unknown to QEMU {caps.qemu_version}; "
                             "it is off anyway")
             continue
-        if policy is Policy.OPTIONAL:
-            supported = supported if supported is not None else supported_features(caps)
-            props[name] = name in supported
-        elif policy is Policy.FORBID:
-            if caps.accel == "kvm":
-                supported = supported if supported is not None else supported_features(caps)
-                if name in supported:
-                    raise GuestCpuError(f"the guest CPU forbids feature '{request.name}' but this host provides it")
-            props[name] = False
-        else:
-            props[name] = policy in (Policy.REQUIRE, Policy.FORCE)
+        if policy is Policy.FORBID and caps.accel == "kvm" and decision.offered:
+            raise GuestCpuError(f"the guest CPU forbids feature '{decision.written}' but this host provides it")
+        props[decision.qemu_name] = decision.on
     return props, warnings
 
 

@@ -27,12 +27,11 @@ from guestcpu.engine.baseline import BaselineResult, baseline
 from guestcpu.engine.compare import CompareResult, Comparison
 from guestcpu.engine.decode import CpuFacts, DecodeResult, decode
 from guestcpu.engine.expand import update_feature
-from guestcpu.engine.update import translate
 from guestcpu.errors import GuestCpuError, IncompatibleError, InputError, UnknownNameError
 from guestcpu.model.cpu import CpuDefinition, CpuType, Fallback, FeatureRequest, Match, Mode, Policy
 from guestcpu.model.cpuid import Signature
 from guestcpu.model.features import iter_bits
-from guestcpu.qemu.caps import RESOLVE_LATEST, RESOLVE_LEGACY, RESOLVE_V1, Expansion, QemuCaps
+from guestcpu.qemu.caps import Expansion, QemuCaps
 
 #: QEMU models that are not CPU definitions a guest can be pinned to.
 SPECIAL_MODELS = frozenset({"host", "max", "base"})
@@ -166,19 +165,6 @@ def host_model(caps: QemuCaps, catalog: Catalog, *, migratable: bool = True) -> 
 
 
 # -- effective CPU ----------------------------------------------------------------------
-def latest_common(name: str, caps: QemuCaps, catalog: Catalog) -> tuple[str, tuple[str, ...]]:
-    """The newest ``name-vN`` that both the catalog and QEMU have: what a new definition of ``name`` gets."""
-    known = catalog.find_model(name)
-    if known is not None:
-        common = [m.name for m in catalog.versions(known.family) if caps.has_model(m.name)]
-        if common:
-            return common[-1], ()
-    newest = caps.latest_versions().get(name)
-    if newest is None:
-        return name, (f"QEMU {caps.qemu_version} has no versions of {name}; using it as it is",)
-    return newest, (f"the catalog has no versions of {name}; using QEMU's latest, {newest}",)
-
-
 @dataclass(frozen=True)
 class EffectiveCpu:
     """A guest CPU made exact for one QEMU and accelerator."""
@@ -205,24 +191,6 @@ class EffectiveCpu:
     #: features the guest names itself (its <feature> elements): always explicit on -cpu,
     #: so that a machine type's compatibility properties cannot change them
     named: int = 0
-
-
-def _policy_bits(cpu: CpuDefinition, catalog: Catalog, offer: int) -> tuple[int, int]:
-    on = 0
-    off = 0
-    for request in cpu.features:
-        bit = 1 << catalog.feature(request.name, "guest CPU").index
-        policy = request.policy or Policy.REQUIRE
-        if policy in (Policy.REQUIRE, Policy.FORCE):
-            on |= bit
-        elif policy in (Policy.DISABLE, Policy.FORBID):
-            off |= bit
-        elif policy is Policy.OPTIONAL:
-            if offer & bit:
-                on |= bit
-            else:
-                off |= bit
-    return on, off & ~on
 
 
 def _explicit_cpu(
@@ -269,10 +237,22 @@ def _model_vendor_string(catalog: Catalog, model_name: str | None) -> str | None
 def effective_cpu(
     guest: CpuDefinition, caps: QemuCaps, catalog: Catalog, *, machine: str | None = None
 ) -> EffectiveCpu:
-    """The exact CPU ``guest`` gets on this QEMU (see the module docstring)."""
+    """The exact CPU ``guest`` gets on this QEMU (see the module docstring).
+
+    ``machine`` does not change it: a bare name is judged as a new definition is pinned,
+    the newest version both the catalog and QEMU have, on every machine type.
+    """
+    # the request, computed where define and run compute it
+    from guestcpu.qemu.request import (
+        ModelNotInQemuError,
+        fall_back,
+        feature_decisions,
+        requested_vendor,
+        resolve_model,
+    )
+
     mode = guest.mode or Mode.CUSTOM
     check = (guest.check.value if guest.check else "full")
-    offer = offered_bits(caps, catalog)
     if mode in (Mode.HOST_PASSTHROUGH, Mode.MAXIMUM):
         name = "host" if (mode is Mode.HOST_PASSTHROUGH and caps.accel == "kvm") else "max"
         if mode is Mode.HOST_PASSTHROUGH and caps.accel != "kvm":
@@ -280,8 +260,9 @@ def effective_cpu(
                 "host-passthrough needs KVM (QEMU: CPU model 'host' requires KVM or HVF); use --accel kvm "
                 "or mode='maximum'"
             )
-        on, off = _policy_bits(guest, catalog, offer)
-        bits = (offered_bits(caps, catalog, migratable=guest.migratable != "off") | on) & ~off
+        decided = feature_decisions(guest, caps, catalog)
+        bits = ((offered_bits(caps, catalog, migratable=guest.migratable != "off") | decided.required_bits)
+                & ~decided.disabled_bits)
         cpu = guest.with_(features=tuple(guest.features))
         vendor = caps.host_static.get("vendor") if caps.host_static else None
         return EffectiveCpu(name, "passthrough", bits, offered_bits(caps, catalog), cpu, vendor, None,
@@ -300,23 +281,20 @@ def effective_cpu(
     name = guest.model
     notes: list[str] = []
     if not caps.has_model(name):
-        # As define and run do (libvirt's fallback): the closest model this QEMU has, or a refusal.
         catalog.model(name, "guest CPU")  # UnknownNameError with suggestions
-        if (guest.fallback or Fallback.ALLOW) is Fallback.FORBID:
+        try:
+            guest, note = fall_back(guest, caps, catalog)
+        except ModelNotInQemuError:
             raise NotExpressibleError(
                 f"CPU model '{name}' is not provided by QEMU {caps.qemu_version} and fallback='forbid' keeps it"
-            )
-        offered_models = {m.name: m.blockers for m in caps.models if catalog.has_model(m.name)}
-        guest = translate(guest, catalog, offered_models)
+            ) from None
         assert guest.model is not None
-        notes.append(f"QEMU {caps.qemu_version} has no {name}; fallback='allow' chose {guest.model}")
+        notes.append(note)
         name = guest.model
-    qemu_model, resolution = caps.resolve(name, machine)
-    if resolution in (RESOLVE_V1, RESOLVE_LATEST, RESOLVE_LEGACY):
-        # A bare name: judged as define and run pin a new definition, the newest version both have.
-        qemu_model, more = latest_common(name, caps, catalog)
-        resolution = "latest-common"
-        notes.extend(more)
+    choice = resolve_model(name, caps, catalog)
+    qemu_model = choice.qemu_model
+    resolution = "versioned" if choice.rule == "explicit" else choice.rule
+    notes.extend(choice.notes)
     entry = caps.model(qemu_model)
     if entry is None or entry.expansion is None:
         raise NotExpressibleError(f"this QEMU ({caps.binary}) has no expansion of CPU model {qemu_model}")
@@ -325,7 +303,8 @@ def effective_cpu(
         notes.append(f"{name} resolves to {qemu_model} ({resolution})")
     catalog_model = qemu_model if catalog.has_model(qemu_model) else (name if catalog.has_model(name) else None)
     catalog_bits = catalog.model(catalog_model).features if catalog_model else 0
-    on, off = _policy_bits(guest, catalog, offer)
+    decided = feature_decisions(guest, caps, catalog)
+    on, off = decided.required_bits, decided.disabled_bits
     wanted = (qemu_bits | on) & ~off
     lacking = catalog_bits & ~qemu_bits
     if lacking and catalog.has_feature("vmx") and not qemu_bits >> catalog.feature("vmx").index & 1:
@@ -338,12 +317,8 @@ def effective_cpu(
         )
     # The vendor the guest sees, as define pins it: vendor_id, else <vendor>, else QEMU's
     # choice (under KVM the host's, under TCG the model's own).
-    vendor_string: str | None = None
-    if guest.vendor_id:
-        vendor_string = guest.vendor_id
-    elif guest.vendor:
-        vendor_string = catalog.vendor(guest.vendor, "guest CPU").string
-    elif caps.accel == "kvm" and caps.host_static is not None:
+    vendor_string = requested_vendor(guest, catalog)
+    if vendor_string is None and caps.accel == "kvm" and caps.host_static is not None:
         found = caps.host_static.get("vendor")
         vendor_string = found if isinstance(found, str) else None
     if vendor_string is None and entry.expansion is not None:

@@ -217,3 +217,23 @@ def test_domcapabilities_blockers_are_kept_per_model(store: Store, catalog: Cata
     result = api.baseline(store, catalog, cluster="libvirt")
     assert [h.verified for h in result.hosts] == [False]  # libvirt's view only: judged, not verified
     assert result.hosts[0].result != "incompatible"
+
+
+@pytest.mark.parametrize("plant", ["open-folder", "symlink", "open-file"])
+def test_a_sqlite_inventory_another_user_could_write_is_refused(plant: str, tmp_path: Path) -> None:
+    from guestcpu.fleet.store import StoreError, open_store
+
+    folder = tmp_path / "inventory"
+    folder.mkdir(mode=0o700)
+    db = folder / "fleet.db"
+    if plant == "open-folder":
+        folder.chmod(0o777)
+    elif plant == "symlink":
+        db.symlink_to(tmp_path / "elsewhere.db")
+    else:
+        db.write_bytes(b"")
+        db.chmod(0o666)
+    with pytest.raises(StoreError, match="is not safe to use") as info:
+        open_store(f"sqlite:///{db}")
+    assert "\n" not in str(info.value)
+    assert not (tmp_path / "elsewhere.db").exists()

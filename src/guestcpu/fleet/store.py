@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from guestcpu.errors import GuestCpuError
 from guestcpu.fleet.schema import SCHEMA_REVISION
+from guestcpu.formats.private_dir import file_problem, folder_problem
 
 ENV_DB = "GUESTCPU_DB"
 
@@ -95,6 +96,22 @@ class Store:
         self.engine.dispose()
 
 
+def _check_private_file(path: Path, url: str) -> None:
+    """A SQLite inventory is trusted like a cache: nobody else may write its folder or the file."""
+    if not path.parent.exists():
+        path.parent.mkdir(parents=True, mode=0o700, exist_ok=True)
+    where, problem = path.parent, folder_problem(path.parent.stat())
+    if problem is None and path.is_symlink():
+        where, problem = path, "it is a symbolic link"
+    elif problem is None and path.exists():
+        where, problem = path, file_problem(path.stat())
+    if problem is not None:
+        raise StoreError(
+            f"database {describe(url)} is not safe to use: {where}: {problem}; keep it in a folder that is yours "
+            "and not group/other-writable"
+        )
+
+
 def _engine(url: str) -> Engine:
     full = normalize_url(url)
     try:
@@ -106,9 +123,7 @@ def _engine(url: str) -> Engine:
     if parsed.get_backend_name() not in ("sqlite", "postgresql"):
         raise StoreError(f"database {describe(url)}: only SQLite and PostgreSQL are supported")
     if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
-        path = Path(parsed.database)
-        if not path.parent.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
+        _check_private_file(Path(parsed.database), url)
     try:
         engine = create_engine(full)
     except (NoSuchModuleError, ImportError) as exc:

@@ -33,6 +33,17 @@ def folder_problem(st: os.stat_result) -> str | None:
     return None
 
 
+def file_problem(st: os.stat_result) -> str | None:
+    """Why a file with these stat facts could hold another user's data, or None when it cannot."""
+    if not stat.S_ISREG(st.st_mode):
+        return "it is not a regular file"
+    if st.st_uid not in (os.geteuid(), 0):
+        return f"it is owned by uid {st.st_uid}, neither you (uid {os.geteuid()}) nor root"
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return f"it is writable by others than its owner (mode {stat.S_IMODE(st.st_mode):04o})"
+    return None
+
+
 def open_private_dir(path: Path, create: bool = True) -> int:
     """An fd of the folder ``path`` (created ``0700`` when missing), refused unless it is private."""
     flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC

@@ -6,6 +6,7 @@ import os
 import re
 import shutil
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -110,3 +111,26 @@ def same_vendor_hosts(vendor: str | None) -> list[Path]:
     if names is None:
         pytest.skip(f"the corpus has no CPUs of vendor {vendor}")
     return [CPUTESTDATA / f"x86_64-cpuid-{name}-host.xml" for name in names]
+
+
+# -- processes a test started, found by a token on their command line --------------------
+def processes_with(token: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+            state = (entry / "stat").read_text()
+        except OSError:
+            continue
+        if token.encode() in cmdline and ") Z" not in state:
+            found.append(int(entry.name))
+    return found
+
+
+def wait_gone(token: str, seconds: float = 5.0) -> list[int]:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and processes_with(token):
+        time.sleep(0.05)
+    return processes_with(token)

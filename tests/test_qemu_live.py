@@ -41,7 +41,7 @@ from guestcpu.qemu.caps import QemuCaps
 from guestcpu.qemu.hypervisor import hypervisor_baseline, hypervisor_compare
 from guestcpu.qemu.process import QemuTimeoutError, QmpCommandError, kvm_unusable_reason
 from guestcpu.qemu.s390x import baseline_models, compare_models, parse_model_spec
-from qemu_support import QemuBinaries, qemu_params, same_vendor_hosts
+from qemu_support import QemuBinaries, processes_with, qemu_params, same_vendor_hosts, wait_gone
 
 pytestmark = pytest.mark.qemu
 
@@ -157,31 +157,6 @@ def write_guest(tmp_path: Path, xml: str, name: str = "guest.xml") -> str:
     path = tmp_path / name
     path.write_text(xml)
     return str(path)
-
-
-def processes_with(token: str) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes()
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        if token.encode() in cmdline and ") Z" not in stat:
-            found.append(int(entry.name))
-    return found
-
-
-def wait_gone(token: str, seconds: float = 5.0) -> list[int]:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        left = processes_with(token)
-        if not left:
-            return []
-        time.sleep(0.05)
-    return processes_with(token)
 
 
 # -- probe == QEMU, model by model ------------------------------------------------------------

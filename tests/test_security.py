@@ -36,7 +36,7 @@ from guestcpu.errors import InputError
 from guestcpu.formats.files import MAX_JSON_DEPTH, Output, json_depth_exceeds, loads_json, read_bytes, write_outputs
 from guestcpu.qemu.cache import cache_name, load_caps
 from guestcpu.qemu.process import resolve_binary
-from qemu_support import QEMU
+from qemu_support import QEMU, processes_with, wait_gone
 
 ATTACKER = "guestcpu-attacker"
 ROOT_REASON = None if os.geteuid() == 0 else "the attacks are run against guestcpu as root; this run is not root"
@@ -680,28 +680,6 @@ def test_read_bytes_refuses_a_fifo_swapped_in_without_blocking(tmp_path: Path) -
 
 
 # -- 5. signals and processes -------------------------------------------------------------------------
-
-
-def processes_with(token: str) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes()
-            state = (entry / "stat").read_text()
-        except OSError:
-            continue
-        if token.encode() in cmdline and ") Z" not in state:
-            found.append(int(entry.name))
-    return found
-
-
-def wait_gone(token: str, seconds: float = 5.0) -> list[int]:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline and processes_with(token):
-        time.sleep(0.05)
-    return processes_with(token)
 
 
 @pytest.fixture(scope="module")

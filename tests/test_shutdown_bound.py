@@ -44,3 +44,43 @@ def test_a_lost_cancellation_still_ends_guestcpu_with_one_message(signum: int, s
     finally:
         proc.kill()
         proc.wait()
+
+
+# The race asyncio.wait_for (3.11) has: a cancellation swallowed while a QMP step finishes, then a
+# wait on QEMU.  A stand-in QEMU in its own process group: guestcpu must tell it to quit itself.
+SWALLOWED = textwrap.dedent("""
+    import asyncio, sys
+    from guestcpu.qemu import process
+
+    async def lost_cancel_then_wait() -> None:
+        qemu = await asyncio.create_subprocess_exec("sleep", "3600", start_new_session=True)
+        process._LIVE_GROUPS.add(qemu.pid)
+        print("ready", flush=True)
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            pass  # lost, as in the race
+        await qemu.wait()
+
+    try:
+        process.run_sync(lost_cancel_then_wait())
+    except process.TerminatedError as stop:  # what the CLI does with it
+        print(f"guestcpu: error: {stop}", file=sys.stderr)
+        sys.exit(stop.exit_status)
+""")
+
+
+def test_a_swallowed_cancellation_still_quits_qemu_in_order() -> None:
+    proc = subprocess.Popen([sys.executable, "-c", SWALLOWED], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+        start = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 143
+        assert time.monotonic() - start < 15  # well before the watchdog's bound
+        _, err = proc.communicate()
+        assert err.strip().splitlines() == ["guestcpu: error: stopped by SIGTERM; QEMU was asked to quit and is gone"]
+    finally:
+        proc.kill()
+        proc.wait()

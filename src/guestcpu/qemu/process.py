@@ -497,12 +497,20 @@ async def _stoppable(coro: Any) -> Any:
         if not received and task is not None:
             received.append(signum)
             task.cancel()
+            # asyncio.wait_for (Python 3.11) can swallow a cancellation that races a step that is
+            # just finishing (QMP 'cont'); QEMU itself is then told to quit, so a wait on it ends.
+            loop.call_later(1.0, _quit_qemus_unless_done)
             # The orderly stop is bounded step by step; this bounds it as a whole, even if a
             # cancellation is lost in a race or a step blocks the loop.
             timer = threading.Timer(_SHUTDOWN_BOUND, _hard_stop, (signum,))
             timer.daemon = True
             timer.start()
             watchdog.append(timer)
+
+    def _quit_qemus_unless_done() -> None:
+        if task is not None and not task.done():
+            for pgid in list(_LIVE_GROUPS):
+                _kill_group(pgid, signal.SIGTERM)
 
     installed = {}
     for signum in _STOP_SIGNALS:
@@ -513,11 +521,15 @@ async def _stoppable(coro: Any) -> Any:
         except (ValueError, RuntimeError, NotImplementedError):
             pass  # not the main thread: the caller handles signals
     try:
-        return await coro
+        result = await coro
     except asyncio.CancelledError:
         if received:
             raise TerminatedError(received[0], "QEMU was asked to quit and is gone") from None
         raise
+    else:
+        if received:  # the cancellation was lost, QEMU quit on our SIGTERM: still a stop by signal
+            raise TerminatedError(received[0], "QEMU was asked to quit and is gone")
+        return result
     finally:
         for timer in watchdog:
             timer.cancel()

@@ -21,14 +21,18 @@ class InputError(GuestCpuError):
 
 
 class UnknownNameError(InputError):
-    """A model, feature, vendor or machine name that is not known, with close matches."""
+    """A name that is not known (a model, feature, vendor, machine; a fleet's host, cluster or pin), with close
+    matches; ``none_known`` is said instead when there is nothing of the kind at all."""
 
-    def __init__(self, kind: str, name: str, known: Iterable[str], where: str = "") -> None:
+    def __init__(self, kind: str, name: str, known: Iterable[str], where: str = "", *, none_known: str = "") -> None:
         self.kind = kind
         self.name = name
-        self.suggestions = suggest(name, known)
+        known_list = list(known)
+        self.suggestions = suggest(name, known_list)
         place = f" in {where}" if where else ""
         hint = f"; did you mean {', '.join(repr(s) for s in self.suggestions)}?" if self.suggestions else ""
+        if not known_list and none_known:
+            hint = f"; {none_known}"
         what = f"CPU {kind}" if kind in ("model", "feature", "vendor") else kind
         super().__init__(f"unknown {what} '{name}'{place}{hint}")
 

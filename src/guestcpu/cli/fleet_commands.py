@@ -115,6 +115,49 @@ def add_pin_cmd(pin_file: str, name: str | None, host: str | None, db_url: str |
                    + (f" on {host}" if host else ""))
 
 
+@fleet_cmd.command("remove")
+@click.argument("hosts", nargs=-1, required=True, metavar="HOST...")
+@db_option
+@json_option
+def remove_cmd(hosts: tuple[str, ...], db_url: str | None, as_json: bool) -> None:
+    """Retire HOSTs, all or none ('fleet what-if --remove HOST' shows first what it does).
+
+    Each host's history goes with it; its guests' pins stay, with no host; a cluster left
+    with no host is removed unless it is frozen.
+    """
+    from guestcpu.fleet import api
+
+    result = api.remove_hosts(_store(db_url), hosts)
+    if as_json:
+        emit_json(result.to_json())
+        return
+    for host in result.hosts:
+        click.echo(f"removed {host.host} from cluster {host.cluster} "
+                   f"(with its history: {host.states} state{'s' if host.states != 1 else ''})")
+        for pin in host.pins_unplaced:
+            click.echo(f"  pin {pin} ran on it: kept, with no host")
+    for cluster in result.clusters_removed:
+        click.echo(f"cluster {cluster} has no host left: removed")
+    for cluster in result.clusters_kept_empty:
+        click.echo(f"cluster {cluster} has no host left: kept, it is frozen")
+
+
+@fleet_cmd.command("remove-pin")
+@click.argument("names", nargs=-1, required=True, metavar="NAME...")
+@db_option
+@json_option
+def remove_pin_cmd(names: tuple[str, ...], db_url: str | None, as_json: bool) -> None:
+    """Forget guests' stored pins, all or none."""
+    from guestcpu.fleet import api
+
+    result = api.remove_pins(_store(db_url), names)
+    if as_json:
+        emit_json(result.to_json())
+        return
+    for pin in result.pins:
+        click.echo(f"removed pin {pin.pin} ({pin.fingerprint})" + (f", which ran on {pin.host}" if pin.host else ""))
+
+
 @fleet_cmd.command("hosts")
 @cluster_option
 @db_option

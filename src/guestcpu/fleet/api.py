@@ -14,6 +14,7 @@ from typing import Any
 
 from guestcpu.catalog.catalog import Catalog
 from guestcpu.errors import InputError
+from guestcpu.fleet import retire
 from guestcpu.fleet.baseline import FleetBaseline, fleet_baseline
 from guestcpu.fleet.inputs import HostRecord, record_from_bytes
 from guestcpu.fleet.inventory import AddResult, Inventory
@@ -21,6 +22,7 @@ from guestcpu.fleet.levels import FleetLevels, fleet_levels
 from guestcpu.fleet.placement import Placement, PlacementCounts
 from guestcpu.fleet.placement import where as where_pins
 from guestcpu.fleet.placement import where_counts as placement_counts
+from guestcpu.fleet.retire import HostsRemoved, PinsRemoved
 from guestcpu.fleet.store import Store, StoreError, open_store
 from guestcpu.fleet.view import FleetView, PinView
 from guestcpu.fleet.whatif import WhatIf
@@ -28,8 +30,9 @@ from guestcpu.fleet.whatif import what_if as whatif_answer
 from guestcpu.lifecycle.pin import Pin, pin_from_document
 
 __all__ = [
-    "AddReport", "Frozen", "HostHistory", "HostList", "Store", "StoreError", "add_hosts", "add_pin", "baseline",
-    "freeze", "history", "hosts", "levels", "load_view", "open_store", "what_if", "where", "where_counts",
+    "AddReport", "Frozen", "HostHistory", "HostList", "HostsRemoved", "PinsRemoved", "Store", "StoreError",
+    "add_hosts", "add_pin", "baseline", "freeze", "history", "hosts", "levels", "load_view", "open_store",
+    "remove_hosts", "remove_pins", "what_if", "where", "where_counts",
 ]
 
 #: hosts per multi-row insert of a bulk load
@@ -101,6 +104,19 @@ def add_pin(store: Store, name: str, pin: Pin, *, host: str | None = None) -> Pi
     with store.transaction() as session:
         replaced = Inventory(session).add_pin(name, pin, host)
     return PinAdded(name, pin.fingerprint, host, replaced)
+
+
+def remove_hosts(store: Store, names: Sequence[str]) -> HostsRemoved:
+    """Retire hosts, all or none: with each go its history, the profiles no other host has and its cluster
+    when left empty (unless frozen); its guests' pins stay, with no host (``fleet.retire``)."""
+    with store.transaction() as session:
+        return retire.remove_hosts(session, names)
+
+
+def remove_pins(store: Store, names: Sequence[str]) -> PinsRemoved:
+    """Forget guests' pins, all or none."""
+    with store.transaction() as session:
+        return retire.remove_pins(session, names)
 
 
 def load_view(store: Store, *, with_pins: bool = True) -> FleetView:

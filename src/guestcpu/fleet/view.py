@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from guestcpu.errors import InputError, suggest
+from guestcpu.errors import UnknownNameError
 from guestcpu.lifecycle.pin import Pin
 from guestcpu.qemu.caps import QemuCaps
 
@@ -97,10 +97,6 @@ class FleetView:
         return [by_name[n] for n in names]
 
 
-def unknown(kind: str, name: str, known: Iterable[str]) -> InputError:
-    known_list = list(known)
-    hints = suggest(name, known_list)
-    hint = f"; did you mean {', '.join(repr(h) for h in hints)}?" if hints else ""
-    if not known_list:
-        hint = f"; the inventory has no {kind}s yet"
-    return InputError(f"unknown {kind} '{name}'{hint}")
+def unknown(kind: str, name: str, known: Iterable[str]) -> UnknownNameError:
+    """A host, cluster or pin the inventory does not have (the service answers it with 404)."""
+    return UnknownNameError(kind, name, known, none_known=f"the inventory has no {kind}s yet")

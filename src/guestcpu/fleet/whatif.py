@@ -113,12 +113,17 @@ def what_if(
 ) -> WhatIf:
     before_view = view.in_cluster(cluster)
     after_all = changed_view(view, add=add, remove=remove, upgrade=upgrade, cluster=cluster)
-    after_view = after_all.in_cluster(cluster) if cluster else after_all
-    before = fleet_baseline(before_view, catalog, accel=accel) if before_view.hosts else None
+    # every host of the cluster retired: no baseline after, and no error (as 'fleet remove' would leave it)
+    after_view = replace(after_all, hosts=tuple(h for h in after_all.hosts if h.cluster == cluster)) \
+        if cluster else after_all
+    # the baselines 'fleet baseline [--cluster]' gives before and after the change
+    before = fleet_baseline(before_view, catalog, accel=accel, cluster=cluster) if before_view.hosts else None
     after: FleetBaseline | None = None
     error = None
     try:
-        after = fleet_baseline(after_view, catalog, accel=accel)
+        if not after_view.hosts:
+            raise InputError(f"cluster '{cluster}' has no host left" if cluster else "the inventory has no host left")
+        after = fleet_baseline(after_view, catalog, accel=accel, cluster=cluster)
     except GuestCpuError as exc:
         error = str(exc)
     pins = list(view.pins)

@@ -61,13 +61,12 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
 
 def error_status(exc: GuestCpuError) -> int:
     """503: the database cannot be used; 404: a host, cluster, pin or model that does not exist; else 400."""
-    from guestcpu.errors import InputError, UnknownNameError
+    from guestcpu.errors import UnknownNameError
     from guestcpu.fleet.store import StoreError
 
     if isinstance(exc, StoreError):
         return 503
-    # The inventory's own look-ups say "unknown host 'x'; did you mean ...?" (see fleet.view.unknown).
-    if isinstance(exc, UnknownNameError) or (isinstance(exc, InputError) and str(exc).startswith("unknown ")):
+    if isinstance(exc, UnknownNameError):  # the catalog's names and the inventory's (fleet.view.unknown)
         return 404
     return 400
 

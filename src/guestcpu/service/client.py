@@ -93,6 +93,16 @@ class GuestcpuClient:
         result: Json = self._answer(self._http.put(f"/v1/pins/{_segment(name)}", json=pin_document, params=query))
         return result
 
+    def remove_host(self, host: str) -> Json:
+        """``guestcpu fleet remove HOST --json``."""
+        result: Json = self._answer(self._http.delete(f"/v1/hosts/{_segment(host)}"))
+        return result
+
+    def remove_pin(self, name: str) -> Json:
+        """``guestcpu fleet remove-pin NAME --json``."""
+        result: Json = self._answer(self._http.delete(f"/v1/pins/{_segment(name)}"))
+        return result
+
     def baseline(self, *, cluster: str | None = None, accel: str = "kvm", machine: str | None = None) -> Json:
         """``guestcpu fleet baseline --json``."""
         result: Json = self._get("/v1/baseline", cluster=cluster, accel=accel, machine=machine)

@@ -187,6 +187,12 @@ def add_fleet_routes(app: FastAPI, settings: ServiceSettings) -> None:
     def history(host: Annotated[str, Path(pattern=NAME)]) -> dict[str, Any]:
         return api.history(state.store, host).to_json()
 
+    @app.delete("/v1/hosts/{host}", summary="Retire a host ('guestcpu fleet remove --json')",
+                description="Its history goes with it; its guests' pins stay, with no host; a cluster left with "
+                "no host is removed unless it is frozen.", responses={200: {"content": JSON_OBJECT}})
+    def remove_host(host: Annotated[str, Path(pattern=NAME)]) -> dict[str, Any]:
+        return api.remove_hosts(state.store, [host]).to_json()
+
     @app.put("/v1/pins/{pin}", summary="Store a guest's pin ('guestcpu fleet add-pin --json')",
              responses={200: {"content": JSON_OBJECT}},
              openapi_extra={"requestBody": {"content": {"application/json": {
@@ -200,6 +206,11 @@ def add_fleet_routes(app: FastAPI, settings: ServiceSettings) -> None:
 
         parsed = pin_from_document(document, "the request body")
         return api.add_pin(state.store, pin, parsed, host=host).to_json()
+
+    @app.delete("/v1/pins/{pin}", summary="Forget a guest's pin ('guestcpu fleet remove-pin --json')",
+                responses={200: {"content": JSON_OBJECT}})
+    def remove_pin(pin: Annotated[str, Path(pattern=NAME)]) -> dict[str, Any]:
+        return api.remove_pins(state.store, [pin]).to_json()
 
     @app.get("/v1/baseline", summary="The best CPU every host can give ('guestcpu fleet baseline --json')",
              responses={200: {"content": JSON_OBJECT}})

@@ -10,29 +10,34 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
+
+from typing_extensions import TypedDict
 
 from guestcpu.catalog.catalog import Catalog
 from guestcpu.errors import InputError
 from guestcpu.fleet import retire
-from guestcpu.fleet.baseline import FleetBaseline, fleet_baseline
+from guestcpu.fleet.baseline import BaselineJson, FleetBaseline, fleet_baseline
 from guestcpu.fleet.inputs import HostRecord, record_from_bytes
 from guestcpu.fleet.inventory import AddResult, Inventory
-from guestcpu.fleet.levels import FleetLevels, fleet_levels
-from guestcpu.fleet.placement import Placement, PlacementCounts
+from guestcpu.fleet.levels import FleetLevels, LevelsJson, fleet_levels
+from guestcpu.fleet.placement import Placement, PlacementCounts, PlacementCountsJson, PlacementJson
 from guestcpu.fleet.placement import where as where_pins
 from guestcpu.fleet.placement import where_counts as placement_counts
-from guestcpu.fleet.retire import HostsRemoved, PinsRemoved
+from guestcpu.fleet.retire import HostsRemoved, HostsRemovedJson, PinsRemoved, PinsRemovedJson
 from guestcpu.fleet.store import Store, StoreError, open_store
-from guestcpu.fleet.view import FleetView, PinView
-from guestcpu.fleet.whatif import WhatIf
+from guestcpu.fleet.view import FleetView, HostJson, HostReason, PinView
+from guestcpu.fleet.whatif import WhatIf, WhatIfJson
 from guestcpu.fleet.whatif import what_if as whatif_answer
 from guestcpu.lifecycle.pin import Pin, pin_from_document
 
+# the *Json TypedDicts: the shapes of the results' to_json() (the CLI's --json, the service's bodies and schemas)
 __all__ = [
-    "AddReport", "Frozen", "HostHistory", "HostList", "HostsRemoved", "PinsRemoved", "Store", "StoreError",
-    "add_hosts", "add_pin", "baseline", "freeze", "history", "hosts", "levels", "load_view", "open_store",
-    "remove_hosts", "remove_pins", "what_if", "where", "where_counts",
+    "AddReport", "AddReportJson", "BaselineJson", "Frozen", "FrozenJson", "HistoryJson", "HostHistory", "HostList",
+    "HostListJson", "HostsRemoved", "HostsRemovedJson", "LevelsJson", "PinAddedJson", "PinsRemoved",
+    "PinsRemovedJson", "PlacementCountsJson", "PlacementJson", "Store", "StoreError", "WhatIfJson", "add_hosts",
+    "add_pin", "baseline", "freeze", "history", "hosts", "levels", "load_view", "open_store", "remove_hosts",
+    "remove_pins", "what_if", "where", "where_counts",
 ]
 
 #: hosts per multi-row insert of a bulk load
@@ -41,12 +46,32 @@ BULK_ROWS = 500
 HostInput = tuple[str, bytes, str | None]
 
 
+class AddedHostJson(TypedDict):
+    """``inventory.AddResult.to_json()``."""
+
+    host: str
+    cluster: str
+    replaced: bool
+    operational: bool
+    changes: list[str]
+    note: str
+
+
+class AddReportJson(TypedDict):
+    """``AddReport.to_json()``: the body of ``fleet add --json``."""
+
+    hosts: list[AddedHostJson]
+    added: int
+    replaced: int
+    non_operational: list[str]
+
+
 @dataclass(frozen=True)
 class AddReport:
     added: tuple[AddResult, ...]
 
-    def to_json(self) -> dict[str, Any]:
-        return {"hosts": [a.to_json() for a in self.added],
+    def to_json(self) -> AddReportJson:
+        return {"hosts": [cast(AddedHostJson, a.to_json()) for a in self.added],
                 "added": sum(1 for a in self.added if not a.replaced),
                 "replaced": sum(1 for a in self.added if a.replaced),
                 "non_operational": [a.host for a in self.added if not a.operational]}
@@ -89,6 +114,15 @@ def add_hosts(
     return AddReport(tuple(results))
 
 
+class PinAddedJson(TypedDict):
+    """``PinAdded.to_json()``: the body of ``fleet add-pin --json``."""
+
+    pin: str
+    fingerprint: str
+    host: str | None
+    replaced: bool
+
+
 @dataclass(frozen=True)
 class PinAdded:
     name: str
@@ -96,7 +130,7 @@ class PinAdded:
     host: str | None
     replaced: bool
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> PinAddedJson:
         return {"pin": self.name, "fingerprint": self.fingerprint, "host": self.host, "replaced": self.replaced}
 
 
@@ -157,6 +191,25 @@ def where_counts(
     return placement_counts(view.in_cluster(cluster), pins, purpose=purpose)
 
 
+class StateJson(TypedDict):
+    seq: int
+    recorded_at: str
+    source: str
+    qemu_version: str
+    kernel: str
+    accels: list[str]
+    #: what differs from the state before (empty for the first)
+    changes: list[str]
+
+
+class HistoryJson(TypedDict):
+    """``HostHistory.to_json()``: the body of ``fleet history --json``."""
+
+    host: str
+    cluster: str
+    states: list[StateJson]
+
+
 @dataclass(frozen=True)
 class StateEntry:
     seq: int
@@ -167,7 +220,7 @@ class StateEntry:
     accels: tuple[str, ...]
     changes: tuple[str, ...]
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> StateJson:
         return {"seq": self.seq, "recorded_at": self.recorded_at, "source": self.source,
                 "qemu_version": self.qemu_version, "kernel": self.kernel, "accels": list(self.accels),
                 "changes": list(self.changes)}
@@ -179,7 +232,7 @@ class HostHistory:
     cluster: str
     states: tuple[StateEntry, ...]
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> HistoryJson:
         return {"host": self.host, "cluster": self.cluster, "states": [s.to_json() for s in self.states]}
 
 
@@ -196,12 +249,25 @@ def history(store: Store, host: str) -> HostHistory:
         return HostHistory(row.name, row.cluster.name, states)
 
 
+class ClusterJson(TypedDict):
+    name: str
+    #: the name of the pin the cluster is frozen to (None: not frozen)
+    frozen_pin: str | None
+
+
+class HostListJson(TypedDict):
+    """``HostList.to_json()``: the body of ``fleet hosts --json``."""
+
+    hosts: list[HostJson]
+    clusters: list[ClusterJson]
+
+
 @dataclass(frozen=True)
 class HostList:
-    hosts: tuple[dict[str, Any], ...]
+    hosts: tuple[HostJson, ...]
     clusters: dict[str, str | None]
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> HostListJson:
         return {"hosts": list(self.hosts), "clusters": [{"name": c, "frozen_pin": p}
                                                          for c, p in sorted(self.clusters.items())]}
 
@@ -237,6 +303,21 @@ def what_if(
     return whatif_answer(view, catalog, add=added, remove=remove, upgrade=upgraded, cluster=cluster, accel=accel)
 
 
+class FrozenJson(TypedDict):
+    """``Frozen.to_json()``: the body of ``fleet freeze --json``."""
+
+    cluster: str
+    pin_name: str
+    fingerprint: str
+    model: str
+    machine: str
+    required: list[str]
+    #: the pin document (its schema: ``guestcpu schema pin``)
+    pin: dict[str, Any]
+    baseline: BaselineJson
+    refused: list[HostReason]
+
+
 @dataclass(frozen=True)
 class Frozen:
     cluster: str
@@ -246,7 +327,7 @@ class Frozen:
     #: hosts of the cluster that cannot give it now (with why), marked non-operational
     refused: tuple[tuple[str, str], ...]
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> FrozenJson:
         from guestcpu.lifecycle.pin import pin_to_document
 
         return {"cluster": self.cluster, "pin_name": self.pin_name, "fingerprint": self.pin.fingerprint,

@@ -16,15 +16,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from typing_extensions import TypedDict
 
 from guestcpu.catalog.catalog import Catalog
 from guestcpu.errors import IncompatibleError, InputError
 from guestcpu.fleet.matrix import Words, and_all, column_lacking, or_all, subset_matrix
-from guestcpu.fleet.view import FleetView, HostView
+from guestcpu.fleet.view import FleetView, HostReason, HostView
 from guestcpu.formats.libvirt_xml import format_cpu
 from guestcpu.lifecycle.levels import level_cpu, level_table
 from guestcpu.model.cpu import CpuDefinition, CpuType, FeatureRequest, Match, Mode, Policy
@@ -52,6 +52,48 @@ def words_for(catalog: Catalog) -> int:
     return (len(catalog.features) + 63) // 64
 
 
+class LeftOutJson(TypedDict):
+    feature: str
+    hosts_lacking: list[str]
+
+
+class HostVerdictJson(TypedDict):
+    host: str
+    result: str
+    verified_startable: bool
+    note: str
+
+
+class BaselineJson(TypedDict):
+    """``FleetBaseline.to_json()``: the body of ``fleet baseline --json``."""
+
+    cluster: str | None
+    accel: str
+    model: str
+    level: str | None
+    #: the CPU as libvirt domain XML
+    cpu: str
+    features: list[str]
+    left_out: list[LeftOutJson]
+    not_enabled_common: list[str]
+    limiting_hosts: list[str]
+    hosts: list[HostVerdictJson]
+    skipped: list[HostReason]
+    distinct_profiles: int
+    judged_profiles: int
+    notes: list[str]
+
+
+class BaselineChangeJson(TypedDict):
+    """``compare_baselines``: how a baseline changes."""
+
+    model_before: str
+    model_after: str
+    model_changed: bool
+    features_gained: list[str]
+    features_lost: list[str]
+
+
 @dataclass(frozen=True)
 class LeftOut:
     """A feature some host offers that the baseline leaves out, and the hosts that keep it out."""
@@ -69,7 +111,7 @@ class LeftOut:
     def lacking(self) -> tuple[str, ...]:
         return tuple(self.names[self.mask])
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> LeftOutJson:
         return {"feature": self.feature, "hosts_lacking": list(self.lacking)}
 
 
@@ -80,7 +122,7 @@ class HostVerdict:
     verified: bool
     note: str = ""
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> HostVerdictJson:
         return {"host": self.host, "result": self.result, "verified_startable": self.verified, "note": self.note}
 
 
@@ -113,7 +155,7 @@ class FleetBaseline:
                 found.setdefault(host)
         return sorted(found)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> BaselineJson:
         return {
             "cluster": self.cluster,
             "accel": self.accel,
@@ -304,7 +346,7 @@ def fleet_baseline(
     )
 
 
-def compare_baselines(before: FleetBaseline, after: FleetBaseline) -> dict[str, Any]:
+def compare_baselines(before: FleetBaseline, after: FleetBaseline) -> BaselineChangeJson:
     """How a baseline changes: model, features gained and lost."""
     old, new = set(before.features), set(after.features)
     return {

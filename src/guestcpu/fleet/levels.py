@@ -13,11 +13,41 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
+from typing_extensions import TypedDict
+
 from guestcpu.catalog.catalog import Catalog
 from guestcpu.errors import InputError
-from guestcpu.fleet.view import FleetView
+from guestcpu.fleet.view import FleetView, HostReason
 from guestcpu.lifecycle.levels import Level, level_table
 from guestcpu.qemu.hypervisor import offered_bits
+
+
+class HostLevelJson(TypedDict):
+    host: str
+    level: str
+    level_number: int
+    #: what the host lacks for the next level up
+    next_level_missing: list[str]
+
+
+class OsPlacementJson(TypedDict):
+    os: str
+    needs: str
+    also_needs: list[str]
+    source: str
+    hosts: list[str]
+    refused: list[HostReason]
+
+
+class LevelsJson(TypedDict):
+    """``FleetLevels.to_json()``: the body of ``fleet levels --json``."""
+
+    cluster: str | None
+    accel: str
+    cluster_level: str
+    limiting_hosts: list[str]
+    hosts: list[HostLevelJson]
+    guest_os: list[OsPlacementJson]
 
 
 @dataclass(frozen=True)
@@ -45,7 +75,7 @@ class HostLevel:
     def name(self) -> str:
         return f"x86-64-v{self.level}" if self.level else "below x86-64-v1"
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> HostLevelJson:
         return {"host": self.host, "level": self.name, "level_number": self.level,
                 "next_level_missing": list(self.next_missing)}
 
@@ -57,7 +87,7 @@ class OsPlacement:
     #: host -> what it lacks for this OS
     refused: tuple[tuple[str, str], ...]
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> OsPlacementJson:
         return {"os": self.os.name, "needs": f"x86-64-v{self.os.level}", "also_needs": list(self.os.features),
                 "source": self.os.source, "hosts": list(self.hosts),
                 "refused": [{"host": h, "reason": r} for h, r in self.refused]}
@@ -72,7 +102,7 @@ class FleetLevels:
     limiting: tuple[str, ...]
     guest_os: tuple[OsPlacement, ...]
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> LevelsJson:
         return {
             "cluster": self.cluster, "accel": self.accel,
             "cluster_level": f"x86-64-v{self.cluster_level}" if self.cluster_level else "below x86-64-v1",

@@ -16,15 +16,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from typing_extensions import TypedDict
 
 from guestcpu.fleet.inputs import UNKNOWN_QEMU_VERSION
 from guestcpu.fleet.matrix import FeatureIndex, subset_matrix, widen
 from guestcpu.fleet.view import FleetView, HostView, PinView
-from guestcpu.lifecycle.compat import Verdict, check_destination
+from guestcpu.lifecycle.compat import Verdict, VerdictJson, check_destination
 from guestcpu.lifecycle.pin import Pin
 from guestcpu.qemu.caps import QemuCaps
 from guestcpu.qemu.offer import known_features, non_migratable_features, supported_features
@@ -84,13 +84,50 @@ def placement_matrix(
     return PlacementMatrix(accel, list(digests), fits)
 
 
+class RefusalJson(TypedDict):
+    host: str
+    reasons: list[str]
+    #: migrate-check's verdict on this host (None: the host is non-operational only)
+    verdict: VerdictJson | None
+
+
+class PinPlacementJson(TypedDict):
+    pin: str
+    fingerprint: str
+    accel: str
+    runs_on: str | None
+    #: the hosts that can take the guest exactly as pinned
+    hosts: list[str]
+    refused: list[RefusalJson]
+
+
+class PlacementJson(TypedDict):
+    """``Placement.to_json()``: the body of ``fleet where --json``."""
+
+    purpose: str
+    pins: list[PinPlacementJson]
+
+
+class PinCountJson(TypedDict):
+    pin: str
+    hosts_ok: int
+
+
+class PlacementCountsJson(TypedDict):
+    """``PlacementCounts.to_json()``: the body of ``fleet where --count --json``."""
+
+    purpose: str
+    hosts: int
+    pins: list[PinCountJson]
+
+
 @dataclass(frozen=True)
 class Refusal:
     host: str
     reasons: tuple[str, ...]
     verdict: Verdict | None = None
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> RefusalJson:
         return {"host": self.host, "reasons": list(self.reasons),
                 "verdict": self.verdict.to_json() if self.verdict else None}
 
@@ -104,7 +141,7 @@ class PinPlacement:
     hosts: tuple[str, ...]
     refused: tuple[Refusal, ...] = field(default_factory=tuple)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> PinPlacementJson:
         return {
             "pin": self.name, "fingerprint": self.fingerprint, "accel": self.accel, "runs_on": self.runs_on,
             "hosts": list(self.hosts), "refused": [r.to_json() for r in self.refused],
@@ -116,7 +153,7 @@ class Placement:
     purpose: str
     pins: tuple[PinPlacement, ...]
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> PlacementJson:
         return {"purpose": self.purpose, "pins": [p.to_json() for p in self.pins]}
 
 
@@ -246,7 +283,7 @@ class PlacementCounts:
     counts: tuple[int, ...]
     hosts: int
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> PlacementCountsJson:
         return {"purpose": self.purpose, "hosts": self.hosts,
                 "pins": [{"pin": n, "hosts_ok": c} for n, c in zip(self.names, self.counts, strict=True)]}
 

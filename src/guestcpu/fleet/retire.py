@@ -14,10 +14,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
+from typing_extensions import TypedDict
 
 from guestcpu.errors import InputError
 from guestcpu.fleet import schema as db
@@ -40,6 +41,39 @@ def _names(names: Sequence[str], what: str) -> list[str]:
     return wanted
 
 
+class RemovedHostJson(TypedDict):
+    host: str
+    cluster: str
+    history_states_removed: int
+    pins_unplaced: list[str]
+
+
+class HostsRemovedJson(TypedDict):
+    """``HostsRemoved.to_json()``: the body of ``fleet remove --json``."""
+
+    removed: list[RemovedHostJson]
+    #: guests' pins whose host was retired (kept, with no host)
+    pins_unplaced: list[str]
+    clusters_removed: list[str]
+    #: frozen clusters left with no host (kept, with their CPU)
+    clusters_kept_empty: list[str]
+    profiles_removed: int
+    #: always False: a retired host's history goes with it
+    history_kept: bool
+
+
+class RemovedPinJson(TypedDict):
+    pin: str
+    fingerprint: str
+    host: str | None
+
+
+class PinsRemovedJson(TypedDict):
+    """``PinsRemoved.to_json()``: the body of ``fleet remove-pin --json``."""
+
+    removed: list[RemovedPinJson]
+
+
 @dataclass(frozen=True)
 class RemovedHost:
     host: str
@@ -49,7 +83,7 @@ class RemovedHost:
     #: the guests' pins that ran on it (they stay, with no host)
     pins_unplaced: tuple[str, ...]
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> RemovedHostJson:
         return {"host": self.host, "cluster": self.cluster, "history_states_removed": self.states,
                 "pins_unplaced": list(self.pins_unplaced)}
 
@@ -68,7 +102,7 @@ class HostsRemoved:
     def pins_unplaced(self) -> list[str]:
         return sorted(p for h in self.hosts for p in h.pins_unplaced)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> HostsRemovedJson:
         return {"removed": [h.to_json() for h in self.hosts], "pins_unplaced": self.pins_unplaced,
                 "clusters_removed": list(self.clusters_removed),
                 "clusters_kept_empty": list(self.clusters_kept_empty),
@@ -142,7 +176,7 @@ class RemovedPin:
     #: the host the guest ran on, when known
     host: str | None
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> RemovedPinJson:
         return {"pin": self.pin, "fingerprint": self.fingerprint, "host": self.host}
 
 
@@ -150,7 +184,7 @@ class RemovedPin:
 class PinsRemoved:
     pins: tuple[RemovedPin, ...]
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> PinsRemovedJson:
         return {"removed": [p.to_json() for p in self.pins]}
 
 

@@ -9,11 +9,32 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+
+from typing_extensions import TypedDict
 
 from guestcpu.errors import UnknownNameError
 from guestcpu.lifecycle.pin import Pin
 from guestcpu.qemu.caps import QemuCaps
+
+
+class HostJson(TypedDict):
+    """``HostView.to_json()``: one host of ``fleet hosts --json``."""
+
+    name: str
+    cluster: str
+    tags: list[str]
+    operational: bool
+    status_note: str
+    accels: list[str]
+    qemu_version: str
+    source: str
+
+
+class HostReason(TypedDict):
+    """A host and why (it was skipped, refused, cannot run something)."""
+
+    host: str
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -37,7 +58,7 @@ class HostView:
     qemu_version: str = ""
     source: str = ""
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> HostJson:
         return {
             "name": self.name, "cluster": self.cluster, "tags": list(self.tags), "operational": self.operational,
             "status_note": self.status_note, "accels": sorted(self.profiles), "qemu_version": self.qemu_version,

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+
+from typing_extensions import TypedDict
 
 from guestcpu.catalog.catalog import Catalog
 from guestcpu.errors import GuestCpuError, InputError
-from guestcpu.fleet.baseline import FleetBaseline, compare_baselines, fleet_baseline
+from guestcpu.fleet.baseline import BaselineChangeJson, BaselineJson, FleetBaseline, compare_baselines, fleet_baseline
 from guestcpu.fleet.inputs import HostRecord
 from guestcpu.fleet.inventory import DEFAULT_CLUSTER
 from guestcpu.fleet.placement import fits, verdict_for
@@ -55,6 +56,35 @@ def changed_view(
     return replace(view, hosts=tuple(hosts[n] for n in sorted(hosts)), profiles=profiles)
 
 
+class GuestImpactJson(TypedDict):
+    pin: str
+    runs_on: str | None
+    destinations_before: int
+    destinations_after: int
+    lost_last_destination: bool
+    cannot_start_where_it_runs: bool
+    reasons: list[str]
+
+
+class NoBaselineChange(TypedDict):
+    """No baseline before or after to compare: ``{}``."""
+
+
+class WhatIfJson(TypedDict):
+    """``WhatIf.to_json()``: the body of ``fleet what-if --json``."""
+
+    cluster: str | None
+    added: list[str]
+    removed: list[str]
+    upgraded: list[str]
+    baseline: BaselineChangeJson | NoBaselineChange
+    baseline_before: BaselineJson | None
+    baseline_after: BaselineJson | None
+    baseline_after_error: str | None
+    guests: list[GuestImpactJson]
+    stranded: list[str]
+
+
 @dataclass(frozen=True)
 class GuestImpact:
     pin: str
@@ -65,7 +95,7 @@ class GuestImpact:
     cannot_start_where_it_runs: bool
     reasons: tuple[str, ...]
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> GuestImpactJson:
         return {"pin": self.pin, "runs_on": self.runs_on, "destinations_before": self.destinations_before,
                 "destinations_after": self.destinations_after, "lost_last_destination": self.lost_last_destination,
                 "cannot_start_where_it_runs": self.cannot_start_where_it_runs, "reasons": list(self.reasons)}
@@ -86,8 +116,8 @@ class WhatIf:
     def stranded(self) -> list[str]:
         return [g.pin for g in self.guests if g.lost_last_destination or g.cannot_start_where_it_runs]
 
-    def to_json(self) -> dict[str, Any]:
-        baseline: dict[str, Any] = {}
+    def to_json(self) -> WhatIfJson:
+        baseline: BaselineChangeJson | NoBaselineChange = NoBaselineChange()
         if self.before is not None and self.after is not None:
             baseline = compare_baselines(self.before, self.after)
         return {

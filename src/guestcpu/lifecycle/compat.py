@@ -26,6 +26,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from typing_extensions import TypedDict
+
 from guestcpu.catalog.catalog import normalize_feature_name
 from guestcpu.formats.qemu_json import NON_FEATURE_PROPS
 from guestcpu.lifecycle.abi import REQUESTED_KEY, topology_given
@@ -35,6 +37,26 @@ from guestcpu.qemu.offer import known_features, non_migratable_features, support
 
 PURPOSES = ("migrate", "restore", "start")
 _IDENTITY_PROPS = ("vendor", "family", "model", "stepping", "model-id")
+
+
+class VerdictJson(TypedDict):
+    """``Verdict.to_json()``: the body of ``migrate-check --json`` (and of each refusal's verdict)."""
+
+    purpose: str
+    destination: str
+    fingerprint: str
+    ok: bool
+    missing_features: list[str]
+    missing_model: str | None
+    missing_machine: str | None
+    missing_properties: list[str]
+    non_migratable_features: list[str]
+    host_differences: list[str]
+    extra_features: list[str]
+    blockers: list[str]
+    unnamed_features: list[str]
+    reasons: list[str]
+    notes: list[str]
 
 
 @dataclass(frozen=True)
@@ -102,7 +124,7 @@ class Verdict:
             return f"{verb} to {self.destination}: OK, it can give exactly the pinned CPU ({self.fingerprint})"
         return f"{verb} to {self.destination} refused before anything was sent: " + "; ".join(self.reasons)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> VerdictJson:
         return {
             "purpose": self.purpose,
             "destination": self.destination,

@@ -18,6 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException
+from typing_extensions import TypedDict
 
 from guestcpu import __version__
 from guestcpu.catalog.catalog import Catalog
@@ -39,6 +40,10 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         (503, "The inventory database cannot be used"),
     )
 }
+
+
+class VersionJson(TypedDict):
+    guestcpu: str
 
 
 @dataclass(frozen=True)
@@ -114,8 +119,9 @@ def create_app(settings: ServiceSettings, routes: Callable[[FastAPI, ServiceSett
         where = ".".join(str(p) for p in first.get("loc", ()))
         return _error(422, f"{where}: {first.get('msg', 'invalid request')}".strip(": "))
 
-    @app.get("/v1/version", summary="guestcpu's version")
-    def version() -> dict[str, str]:
+    @app.get("/v1/version", summary="guestcpu's version", response_model=None,
+             responses={200: {"model": VersionJson, "description": "guestcpu's version"}})
+    def version() -> VersionJson:
         return {"guestcpu": __version__}
 
     if routes is None:

@@ -24,8 +24,26 @@ from guestcpu.service.app import ServiceSettings
 
 #: the largest host document accepted (a capture of a host is a few hundred KiB)
 MAX_DOCUMENT_BYTES = 32 * 1024 * 1024
-JSON_OBJECT: dict[str, Any] = {"application/json": {"schema": {"type": "object"}}}
 NAME = r"^[^\x00-\x1f\x7f]{1,200}$"
+
+
+def answers(shape: Any) -> dict[str, Any]:
+    """A route's 200 answer, documented by the TypedDict its result's ``to_json()`` returns.
+
+    That TypedDict is the shape's one definition: mypy holds ``to_json()`` to it, pydantic
+    turns it into the OpenAPI schema.  The body itself is the plain ``to_json()`` (no
+    response model re-validates it: a where over a whole fleet is large).
+    """
+    return {"response_model": None, "responses": {200: {"model": shape, "description": "The answer: what "
+                                                        "'guestcpu fleet ... --json' prints"}}}
+
+
+def closed_objects(schemas: dict[str, Any]) -> None:
+    """Every answer object has exactly its documented keys: a key added to ``to_json()`` and not to
+    its TypedDict fails the schema (tests check real answers against it)."""
+    for schema in schemas.values():
+        if schema.get("type") == "object" and "properties" in schema:
+            schema.setdefault("additionalProperties", False)
 
 ClusterQuery = Annotated[str | None, Query(pattern=NAME, description="Only this cluster (default: every host).")]
 AccelQuery = Annotated[Literal["kvm", "tcg"], Query(description="The accelerator the guests run under.")]
@@ -145,21 +163,25 @@ def add_fleet_routes(app: FastAPI, settings: ServiceSettings) -> None:
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             spec = plain_openapi()
-            spec.setdefault("components", {}).setdefault("schemas", {})["Pin"] = _pin_schema()
+            schemas = spec.setdefault("components", {}).setdefault("schemas", {})
+            closed_objects(schemas)
+            schemas["Pin"] = _pin_schema()
+            # the pin document has its own JSON Schema (guestcpu schema pin): the frozen CPU is one
+            schemas["FrozenJson"]["properties"]["pin"] = {"$ref": "#/components/schemas/Pin"}
         return app.openapi_schema or {}
 
     app.openapi = openapi  # type: ignore[method-assign]
 
     @app.get("/v1/hosts", summary="The hosts of the inventory ('guestcpu fleet hosts --json')",
-             responses={200: {"content": JSON_OBJECT}})
-    def hosts(cluster: ClusterQuery = None) -> dict[str, Any]:
+             **answers(api.HostListJson))
+    def hosts(cluster: ClusterQuery = None) -> api.HostListJson:
         return api.hosts(state.store, cluster=cluster).to_json()
 
     @app.post(
         "/v1/hosts", summary="Add or replace a host ('guestcpu fleet add --json')",
         description="The body is one 'guestcpu capture' document (application/json) or libvirt "
         "'virsh domcapabilities' XML (application/xml). All or nothing: a refused host changes nothing.",
-        responses={200: {"content": JSON_OBJECT}},
+        **answers(api.AddReportJson),
         openapi_extra={"requestBody": {"required": True, "content": {
             "application/json": {"schema": {"type": "object"}},
             "application/xml": {"schema": {"type": "string"}},
@@ -172,10 +194,10 @@ def add_fleet_routes(app: FastAPI, settings: ServiceSettings) -> None:
         tag: Annotated[list[Annotated[str, Query(pattern=NAME)]] | None, Query(description="Tags.")] = None,
         force: Annotated[bool, Query(description="Add a host that cannot give its frozen cluster's CPU, "
                                      "marked non-operational.")] = False,
-    ) -> dict[str, Any]:
+    ) -> api.AddReportJson:
         data = await _document(request)
 
-        def work() -> dict[str, Any]:
+        def work() -> api.AddReportJson:
             report = api.add_hosts(state.store, [("the request body", data, name)], state.catalog,
                                    cluster=cluster, tags=tuple(tag or ()), force=force)
             return report.to_json()
@@ -183,58 +205,58 @@ def add_fleet_routes(app: FastAPI, settings: ServiceSettings) -> None:
         return await run_in_threadpool(work)
 
     @app.get("/v1/hosts/{host}/history", summary="What changed on a host, and when ('guestcpu fleet history --json')",
-             responses={200: {"content": JSON_OBJECT}})
-    def history(host: Annotated[str, Path(pattern=NAME)]) -> dict[str, Any]:
+             **answers(api.HistoryJson))
+    def history(host: Annotated[str, Path(pattern=NAME)]) -> api.HistoryJson:
         return api.history(state.store, host).to_json()
 
     @app.delete("/v1/hosts/{host}", summary="Retire a host ('guestcpu fleet remove --json')",
                 description="Its history goes with it; its guests' pins stay, with no host; a cluster left with "
-                "no host is removed unless it is frozen.", responses={200: {"content": JSON_OBJECT}})
-    def remove_host(host: Annotated[str, Path(pattern=NAME)]) -> dict[str, Any]:
+                "no host is removed unless it is frozen.", **answers(api.HostsRemovedJson))
+    def remove_host(host: Annotated[str, Path(pattern=NAME)]) -> api.HostsRemovedJson:
         return api.remove_hosts(state.store, [host]).to_json()
 
     @app.put("/v1/pins/{pin}", summary="Store a guest's pin ('guestcpu fleet add-pin --json')",
-             responses={200: {"content": JSON_OBJECT}},
+             **answers(api.PinAddedJson),
              openapi_extra={"requestBody": {"content": {"application/json": {
                  "schema": {"$ref": "#/components/schemas/Pin"}}}}})
     def add_pin(
         pin: Annotated[str, Path(pattern=NAME)],
         document: Annotated[dict[str, Any], Body(description="A pin document ('guestcpu define').")],
         host: Annotated[str | None, Query(pattern=NAME, description="The host the guest runs on.")] = None,
-    ) -> dict[str, Any]:
+    ) -> api.PinAddedJson:
         from guestcpu.lifecycle.pin import pin_from_document
 
         parsed = pin_from_document(document, "the request body")
         return api.add_pin(state.store, pin, parsed, host=host).to_json()
 
     @app.delete("/v1/pins/{pin}", summary="Forget a guest's pin ('guestcpu fleet remove-pin --json')",
-                responses={200: {"content": JSON_OBJECT}})
-    def remove_pin(pin: Annotated[str, Path(pattern=NAME)]) -> dict[str, Any]:
+                **answers(api.PinsRemovedJson))
+    def remove_pin(pin: Annotated[str, Path(pattern=NAME)]) -> api.PinsRemovedJson:
         return api.remove_pins(state.store, [pin]).to_json()
 
     @app.get("/v1/baseline", summary="The best CPU every host can give ('guestcpu fleet baseline --json')",
-             responses={200: {"content": JSON_OBJECT}})
+             **answers(api.BaselineJson))
     def baseline(
         cluster: ClusterQuery = None, accel: AccelQuery = "kvm",
         machine: Annotated[str | None, Query(pattern=NAME, description="Machine type to verify on.")] = None,
-    ) -> dict[str, Any]:
+    ) -> api.BaselineJson:
         return api.baseline(state.store, state.catalog, cluster=cluster, accel=accel, machine=machine).to_json()
 
     @app.post("/v1/where", summary="Which hosts can take each guest, and what stops the others "
-              "('guestcpu fleet where --json')", responses={200: {"content": JSON_OBJECT}})
-    def where(request: WhereRequest) -> dict[str, Any]:
+              "('guestcpu fleet where --json')", **answers(api.PlacementJson))
+    def where(request: WhereRequest) -> api.PlacementJson:
         files = [(f"documents[{i}]", doc) for i, doc in enumerate(request.documents)]
         return api.where(state.store, request.pins, files=files, cluster=request.cluster,
                          purpose=request.purpose).to_json()
 
     @app.get("/v1/levels", summary="The x86-64 level each host can give, and which guest OS runs where "
-             "('guestcpu fleet levels --json')", responses={200: {"content": JSON_OBJECT}})
-    def levels(cluster: ClusterQuery = None, accel: AccelQuery = "kvm") -> dict[str, Any]:
+             "('guestcpu fleet levels --json')", **answers(api.LevelsJson))
+    def levels(cluster: ClusterQuery = None, accel: AccelQuery = "kvm") -> api.LevelsJson:
         return api.levels(state.store, state.catalog, cluster=cluster, accel=accel).to_json()
 
     @app.post("/v1/what-if", summary="How the baseline changes and which guests get stranded if hosts are added, "
-              "retired or upgraded ('guestcpu fleet what-if --json')", responses={200: {"content": JSON_OBJECT}})
-    def what_if(request: WhatIfRequest) -> dict[str, Any]:
+              "retired or upgraded ('guestcpu fleet what-if --json')", **answers(api.WhatIfJson))
+    def what_if(request: WhatIfRequest) -> api.WhatIfJson:
         if not (request.add or request.remove or request.upgrade):
             raise InputError("say what changes: 'add' hosts, 'remove' hosts or 'upgrade' hosts")
         if any(item.name is None for item in request.upgrade):
@@ -247,11 +269,11 @@ def add_fleet_routes(app: FastAPI, settings: ServiceSettings) -> None:
         ).to_json()
 
     @app.post("/v1/clusters/{cluster}/freeze", summary="Fix the cluster's CPU, like EVC "
-              "('guestcpu fleet freeze --json')", responses={200: {"content": JSON_OBJECT}})
+              "('guestcpu fleet freeze --json')", **answers(api.FrozenJson))
     def freeze(
         cluster: Annotated[str, Path(pattern=NAME)], accel: AccelQuery = "kvm",
         machine: Annotated[str | None, Query(pattern=NAME, description="The cluster CPU's machine type.")] = None,
-    ) -> dict[str, Any]:
+    ) -> api.FrozenJson:
         return api.freeze(state.store, state.catalog, cluster, accel=accel, machine=machine).to_json()
 
     @app.get("/v1/report", summary="The fleet report page ('guestcpu fleet report')", response_class=HTMLResponse)

@@ -134,12 +134,13 @@ def test_removing_pins(store: Store, catalog: Catalog) -> None:
 
 
 @pytest.mark.parametrize(("retired", "cluster"), [((GOLD,), None), ((I7,), "rack1"), ((E5,), None),
-                                                  ((GOLD, I7), "rack1")])
+                                                  ((GOLD, I7, GOLD), "rack1")])
 def test_remove_does_what_what_if_said(store: Store, catalog: Catalog, retired: tuple[str, ...],
                                        cluster: str | None) -> None:
     """After a real remove, the baseline and every guest's destinations are what 'what-if --remove' predicted."""
     predicted = api.what_if(store, catalog, remove=retired, cluster=cluster).to_json()
-    api.remove_hosts(store, retired)
+    assert predicted["removed"] == list(dict.fromkeys(retired))
+    assert [h.host for h in api.remove_hosts(store, retired).hosts] == predicted["removed"]
     if predicted["baseline_after"] is None:
         with pytest.raises(InputError):
             api.baseline(store, catalog, cluster=cluster)

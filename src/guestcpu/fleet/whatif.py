@@ -39,7 +39,7 @@ def changed_view(
 ) -> FleetView:
     hosts = {h.name: h for h in view.hosts}
     profiles = dict(view.profiles)
-    for name in remove:
+    for name in dict.fromkeys(remove):  # a host named twice is retired once, as by 'fleet remove'
         view.host(name)  # an unknown host is an error, with suggestions
         del hosts[name]
     for record in upgrade:
@@ -183,5 +183,5 @@ def what_if(
             reasons.append(f"no host but the one it runs on can take it any more (before: {', '.join(dest_before)})")
         impacts.append(GuestImpact(item.name, item.host, len(dest_before), len(dest_after), lost, cannot_start,
                                    tuple(reasons)))
-    return WhatIf(cluster, tuple(r.name for r in add), tuple(remove), tuple(r.name for r in upgrade), before, after,
-                  error, tuple(impacts))
+    return WhatIf(cluster, tuple(r.name for r in add), tuple(dict.fromkeys(remove)), tuple(r.name for r in upgrade),
+                  before, after, error, tuple(impacts))

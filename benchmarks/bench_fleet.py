@@ -126,7 +126,7 @@ def bench_add(url: str, kinds: list[HostKind], catalog: Catalog, count: int) -> 
             share = left if n == len(names) - 1 else count * len(clusters[cluster]) // len(kinds)
             left -= share
             api.add_hosts(store, capture_inputs(clusters[cluster], share, f"{cluster}-"), catalog, cluster=cluster,
-                          progress=lambda: progress.advance(task), new_hosts=True)
+                          progress=lambda: progress.advance(task))
     seconds = time.perf_counter() - start
     LAST_CPU[0] = time.process_time() - cpu
     store.close()

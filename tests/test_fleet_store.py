@@ -177,28 +177,42 @@ def test_a_host_given_twice_adds_nothing(store: Store, catalog: Catalog, tmp_pat
     assert count(store, db.Host) == 0
 
 
-def test_a_bulk_load_of_new_hosts_is_the_same_inventory(fleet_db_url: str, catalog: Catalog, tmp_path: Path) -> None:
-    """new_hosts=True inserts many rows per statement; the inventory it leaves is the one add_host leaves."""
+def test_a_large_add_is_the_same_inventory_as_one_host_at_a_time(
+    fleet_db_url: str, catalog: Catalog, tmp_path: Path
+) -> None:
+    """Batches insert the new hosts many rows per statement; the inventory is the one single adds leave,
+    and hosts already known in a batch get a new state with their history, in the order given."""
     from guestcpu.fleet.synthetic import capture_document
 
     all_kinds = kinds(catalog, THREE, ("", "tsx-off"))
+    plain = [k for k in all_kinds if not k.variation]
     inputs = [(f"h{i}", json.dumps(capture_document(all_kinds[i % len(all_kinds)], f"h{i:04d}")).encode(), None)
               for i in range(520)]
     bulk = open_store(fleet_db_url)
     progress: list[int] = []
-    report = api.add_hosts(bulk, inputs, catalog, cluster="big", tags=("t",), new_hosts=True,
-                           progress=lambda: progress.append(1))
+    report = api.add_hosts(bulk, inputs, catalog, cluster="big", tags=("t",), progress=lambda: progress.append(1))
     assert len(report.added) == len(progress) == 520 and report.to_json()["added"] == 520
     one_by_one = open_store(f"sqlite:///{tmp_path / 'slow.db'}")
-    api.add_hosts(one_by_one, inputs[:50], catalog, cluster="big", tags=("t",))
+    for item in inputs[:50]:
+        api.add_hosts(one_by_one, [item], catalog, cluster="big", tags=("t",))
     fast, slow = api.load_view(bulk), api.load_view(one_by_one)
     assert [(h.name, h.cluster, h.tags, h.profiles) for h in fast.hosts[:50]] == \
         [(h.name, h.cluster, h.tags, h.profiles) for h in slow.hosts]
     assert len(fast.profiles) == len(all_kinds) + 1  # one KVM profile per kind, one TCG profile for all
-    assert [s.seq for s in api.history(bulk, "h0007").states] == [1]
-    with pytest.raises(StoreError):
-        api.add_hosts(bulk, inputs[:1], catalog, new_hosts=True)  # not new: the unique name refuses it whole
-    assert count(bulk, db.Host) == 520
+
+    # a batch of known and new hosts: h0000..h0009 come back as another kind, 600 new ones besides
+    other = [next(k for k in plain if k.cpu != all_kinds[i % len(all_kinds)].cpu) for i in range(10)]
+    again = [(f"again{i}", json.dumps(capture_document(other[i], f"h{i:04d}")).encode(), None) for i in range(10)]
+    more = [(f"n{i}", json.dumps(capture_document(plain[0], f"new{i:04d}")).encode(), None) for i in range(600)]
+    mixed = [*more[:300], *again, *more[300:]]
+    report = api.add_hosts(bulk, mixed, catalog)
+    assert [a.host for a in report.added] == [json.loads(d)["hostname"] for _, d, _ in mixed]
+    replaced = [a for a in report.added if a.replaced]
+    assert [a.host for a in replaced] == [f"h{i:04d}" for i in range(10)]
+    assert all(a.changes and a.cluster == "big" for a in replaced)  # another CPU: changes named, cluster kept
+    assert [s.seq for s in api.history(bulk, "h0003").states] == [1, 2]
+    assert [s.seq for s in api.history(bulk, "h0011").states] == [1]
+    assert count(bulk, db.Host) == 1120
 
 
 def test_domcapabilities_blockers_are_kept_per_model(store: Store, catalog: Catalog) -> None:

@@ -171,15 +171,26 @@ class Inventory:
         host.current = state
         return AddResult(record.name, cluster_name, replaced, operational, tuple(changes), note)
 
-    def add_new_hosts(
+    def add_hosts(
         self, records: Sequence[HostRecord], *, cluster: str | None = None, tags: Sequence[str] = (),
         force: bool = False,
     ) -> list[AddResult]:
+        """``add_host`` for each of ``records``, in their order: the new hosts in one go (``_insert_new``)."""
+        names = [r.name for r in records]
+        existing = set(self.session.scalars(select(db.Host.name).where(db.Host.name.in_(names))))
+        new = [r for r in records if r.name not in existing]
+        done = {a.host: a for a in self._insert_new(new, cluster=cluster, tags=tags, force=force)} if new else {}
+        for record in records:
+            if record.name in existing:
+                done[record.name] = self.add_host(record, cluster=cluster, tags=tags, force=force)
+        return [done[name] for name in names]
+
+    def _insert_new(
+        self, records: Sequence[HostRecord], *, cluster: str | None, tags: Sequence[str], force: bool,
+    ) -> list[AddResult]:
         """Add hosts that are not in the store yet, in three multi-row statements (a bulk load).
 
-        The same rules as ``add_host`` (admission into a frozen cluster, shared profiles);
-        a host that exists already fails on the unique name, and the caller's
-        transaction rolls back whole.
+        The same rules as ``add_host`` (admission into a frozen cluster, shared profiles).
         """
         cluster_name = cluster or DEFAULT_CLUSTER
         cluster_row = self.cluster(cluster_name, create=True)
@@ -213,7 +224,10 @@ class Inventory:
             return True, ""
         accel = frozen.abi.accel
         profile = record.profiles.get(accel)
-        caps = profile.caps(f"{record.name} ({accel})") if profile else None
+        caps = None
+        if profile is not None:  # hosts of one kind share a profile: read it once
+            caps = self._caps.get(profile.digest) or self._caps.setdefault(
+                profile.digest, profile.caps(f"{record.name} ({accel})"))
         verdict = check_destination(frozen, caps, purpose="migrate", destination=record.name,
                                     unavailable=record.unavailable.get(accel))
         if verdict.ok:

@@ -120,6 +120,26 @@ def add_pin(store: Store, name: str, pin: Pin, *, host: str | None = None) -> Pi
     return PinAdded(name, pin.fingerprint, host, replaced)
 
 
+def add_pins(store: Store, items: Iterable[tuple[str, Pin, str | None]]) -> list[PinAdded]:
+    """Store many guests' pins (name, pin, host or None) in one transaction, all or none."""
+    added: list[PinAdded] = []
+    with store.transaction() as session, gc_paused():
+        inventory = Inventory(session)
+        batch: list[tuple[str, Pin, str | None]] = []
+        seen: set[str] = set()
+        for item in [*items, None]:
+            if item is not None:
+                if item[0] in seen:
+                    raise InputError(f"pin {item[0]} is given twice; nothing was stored")
+                seen.add(item[0])
+                batch.append(item)
+            if batch and (item is None or len(batch) >= BULK_ROWS):
+                replaced = inventory.add_pins(batch)
+                added += [PinAdded(n, p.fingerprint, h, r) for (n, p, h), r in zip(batch, replaced, strict=True)]
+                batch = []
+    return added
+
+
 def load_view(store: Store, *, with_pins: bool = True) -> FleetView:
     with store.transaction() as session:
         return Inventory(session).load_view(with_pins=with_pins)

@@ -77,11 +77,26 @@ def vendor_of(kind: HostKind) -> str:
 def capture_inputs(
     kinds: list[HostKind], count: int, prefix: str = "host"
 ) -> Iterator[tuple[str, bytes, str | None]]:
-    """``count`` capture files as a real 'guestcpu capture' writes them, one per host."""
-    templates = [json.dumps(capture_document(kind, PLACEHOLDER)).encode() for kind in kinds]
+    """``count`` capture files as a real 'guestcpu capture' writes them (indented JSON), one per host."""
+    from guestcpu.lifecycle.documents import document_output
+
+    templates = [str(document_output("-", capture_document(kind, PLACEHOLDER)).data).encode() for kind in kinds]
     for i in range(count):
         name = f"{prefix}{i:05d}"
         yield f"{name}.json", templates[i % len(kinds)].replace(PLACEHOLDER.encode(), name.encode()), None
+
+
+def clusters_of(kinds: list[HostKind], count: int) -> list[tuple[str, list[HostKind], int]]:
+    """(cluster, its kinds, its share of ``count`` hosts): hosts clustered by vendor."""
+    clusters: dict[str, list[HostKind]] = {}
+    for kind in kinds:
+        clusters.setdefault(vendor_of(kind), []).append(kind)
+    found, left = [], count
+    for n, cluster in enumerate(sorted(clusters)):
+        share = left if n == len(clusters) - 1 else count * len(clusters[cluster]) // len(kinds)
+        left -= share
+        found.append((cluster, clusters[cluster], share))
+    return found
 
 
 #: CPU seconds of the last timed() call (this process): on a machine shared with other work, wall time
@@ -105,31 +120,29 @@ def row(label: str, ours: float, theirs: float | None, target: str, unit: str = 
     other = f"{theirs * scale:14.2f}" if theirs is not None else f"{'':>14}"
     ratio = (f"{ours / theirs:9.4f}x" if ours / theirs >= 1e-3 else f"{ours / theirs:9.1e}x") if theirs else f"{'':>10}"
     spent = f"{cpu * scale:10.2f}" if cpu is not None else f"{'':>10}"
-    print(f"{label:<60} {ours * scale:12.2f} {spent} {other} {ratio}  {unit:<2} target {target}")
+    print(f"{label:<74} {ours * scale:12.2f} {spent} {other} {ratio}  {unit:<2} target {target}")
 
 
 # -- add ----------------------------------------------------------------------------------
-def bench_add(url: str, kinds: list[HostKind], catalog: Catalog, count: int) -> float:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+def write_captures(folder: Path, kinds: list[HostKind], count: int) -> dict[str, Path]:
+    """The fleet's capture files on disk, one folder per cluster (what 'fleet add DIR' reads)."""
+    folders = {}
+    for cluster, members, share in clusters_of(kinds, count):
+        folders[cluster] = folder / cluster
+        folders[cluster].mkdir(parents=True)
+        for name, data, _ in capture_inputs(members, share, f"{cluster}-"):
+            (folders[cluster] / name).write_bytes(data)
+    return folders
 
-    store = api.open_store(url)
-    clusters: dict[str, list[HostKind]] = {}
-    for kind in kinds:
-        clusters.setdefault(vendor_of(kind), []).append(kind)
-    names = sorted(clusters)
-    start, cpu = time.perf_counter(), time.process_time()
-    with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), transient=True) as progress:
-        task = progress.add_task("fleet add", total=count)
-        left = count
-        for n, cluster in enumerate(names):
-            share = left if n == len(names) - 1 else count * len(clusters[cluster]) // len(kinds)
-            left -= share
-            api.add_hosts(store, capture_inputs(clusters[cluster], share, f"{cluster}-"), catalog, cluster=cluster,
-                          progress=lambda: progress.advance(task), new_hosts=True)
-    seconds = time.perf_counter() - start
-    LAST_CPU[0] = time.process_time() - cpu
-    store.close()
+
+def bench_add(url: str, folders: dict[str, Path]) -> float:
+    """'guestcpu fleet add DIR --cluster C' per cluster, the command as a whole (its progress bar on a terminal)."""
+    seconds = 0.0
+    for cluster, folder in folders.items():
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "guestcpu.cli.main", "fleet", "add", str(folder), "--cluster", cluster,
+                        "--db", url, "--json"], check=True, stdout=subprocess.DEVNULL, timeout=3600)
+        seconds += time.perf_counter() - start
     return seconds
 
 
@@ -213,6 +226,30 @@ def bench_where(view: FleetView, pins: list[PinView]) -> tuple[float, int, int]:
 
     seconds, counts = timed(run)
     return seconds, int(np.count_nonzero(counts)), int(counts.sum())
+
+
+def bench_store_pins(url: str, pins: list[PinView]) -> tuple[float, float]:
+    """(seconds to store every pin in one call, seconds per pin stored one transaction each, on a sample)."""
+    store = api.open_store(url)
+    start = time.perf_counter()
+    api.add_pins(store, [(p.name, p.pin, None) for p in pins])
+    seconds = time.perf_counter() - start
+    sample = pins[:200]
+    start = time.perf_counter()
+    for item in sample:  # stored again, each its own transaction (the pins stay as they were)
+        api.add_pin(store, item.name, item.pin)
+    one_each = (time.perf_counter() - start) / len(sample)
+    store.close()
+    return seconds, one_each
+
+
+def bench_where_command(url: str) -> tuple[float, int]:
+    """'guestcpu fleet where --count --json' over every stored pin: the command as a whole, pins read from the db."""
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "guestcpu.cli.main", "fleet", "where", "--count", "--json",
+                           "--db", url], check=True, capture_output=True, timeout=3600)
+    seconds = time.perf_counter() - start
+    return seconds, len(json.loads(done.stdout)["pins"])
 
 
 def distinct_pins(pins: list[PinView], count: int) -> list[PinView]:
@@ -312,12 +349,15 @@ def run(args: argparse.Namespace) -> None:
     import os
 
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
-    print(f"{'':<60} {'guestcpu':>12} {'(its CPU)':>10} {'alternative':>14} {'ratio':>10}")
+    print(f"{'':<74} {'guestcpu':>12} {'(its CPU)':>10} {'alternative':>14} {'ratio':>10}")
+    start = time.perf_counter()
+    folders = write_captures(work / "captures", kinds, args.hosts)
+    size = sum(p.stat().st_size for f in folders.values() for p in f.iterdir())
+    print(f"{args.hosts} capture files written ({size / 1e9:.1f} GB) in {time.perf_counter() - start:.0f} s")
     for label, url in urls:
-        add_s = bench_add(url, kinds, catalog, args.hosts)
-        add_cpu = LAST_CPU[0]
+        add_s = bench_add(url, folders)
         plain = bench_add_plain(url, kinds, 100) * args.hosts
-        row(f"[{label}] fleet add of {args.hosts} captures", add_s, plain, "<= 60 s (SQLite)", cpu=add_cpu)
+        row(f"[{label}] guestcpu fleet add DIR: {args.hosts} capture files", add_s, plain, "<= 60 s (SQLite)")
         load_s, view = load(url, catalog)
         row(f"[{label}] load the fleet ({len(view.profiles)} profiles)", load_s, None, "-", cpu=LAST_CPU[0])
         for cluster in (None, "intel"):
@@ -328,12 +368,17 @@ def run(args: argparse.Namespace) -> None:
             what = f"{len(hosts)} hosts{' (intel)' if cluster else ' (all)'}"
             row(f"[{label}] fleet baseline of {what} -> {result.level or result.model}", base_s, plain_s,
                 "<= 100 ms", "ms", cpu=base_cpu)
+        store_s, plain_pin = bench_store_pins(url, pins)
+        row(f"[{label}] store {len(pins)} pins (api.add_pins)", store_s, plain_pin * len(pins), "-")
+        command_s, stored = bench_where_command(url)
+        per_pair = bench_where_plain(view, pins, 4000)
+        row(f"[{label}] guestcpu fleet where --count: {stored} stored pins x {len(view.hosts)} hosts", command_s,
+            per_pair * stored * len(view.hosts), "<= 10 s")
         where_s, placed, total = bench_where(view, pins)
         where_cpu = LAST_CPU[0]
         pairs = len(pins) * len(view.hosts)
-        per_pair = bench_where_plain(view, pins, 4000)
-        row(f"[{label}] fleet where: {len(pins)} pins ({distinct} distinct) x {len(view.hosts)} hosts", where_s,
-            per_pair * pairs, "<= 10 s", cpu=where_cpu)
+        row(f"[{label}] fleet where after load: {len(pins)} pins ({distinct} distinct) x {len(view.hosts)} hosts",
+            where_s, per_pair * pairs, "-", cpu=where_cpu)
         unique = distinct_pins(pins, 5000)
         distinct_s, _, _ = bench_where(view, unique)
         row(f"[{label}] fleet where: 5000 distinct pins x {len(view.hosts)} hosts", distinct_s,

@@ -176,6 +176,34 @@ def test_cli_bad_input_is_one_line_and_exit_1(tmp_path: Path) -> None:
                                                           "has no hosts yet"
 
 
+def test_cli_add_of_a_folder_adds_its_captures_and_domcapabilities(tmp_path: Path, catalog: Catalog) -> None:
+    """A DIR argument stands for its *.json and *.xml files; other files and subfolders are not read."""
+    from fleet_support import DATA
+
+    folder = tmp_path / "hosts"
+    folder.mkdir()
+    captures = write_captures(catalog, folder)
+    (folder / "README.txt").write_text("not a host")
+    (folder / "old").mkdir()
+    db_url = f"sqlite:///{tmp_path / 'f.db'}"
+    runner = CliRunner()
+    out = runner.invoke(cli, ["fleet", "add", str(folder), "--cluster", "lab", "--db", db_url, "--json"])
+    assert out.exit_code == 0, out.output
+    added = json.loads(out.output)
+    assert sorted(h["host"] for h in added["hosts"]) == sorted(json.loads(p.read_bytes())["hostname"]
+                                                               for p in captures)
+    xml = folder / "i7.xml"
+    xml.write_bytes((DATA / "xml" / "domcapabilities-core-i7-7700.xml").read_bytes())
+    out = runner.invoke(cli, ["fleet", "add", str(xml), "--name", "i7", "--db", db_url, "--json"])
+    assert out.exit_code == 0 and json.loads(out.output)["added"] == 1
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    out = runner.invoke(cli, ["fleet", "add", str(empty), "--db", db_url])
+    assert out.exit_code == 1 and "no *.json captures or *.xml domain capabilities" in str(out.exception)
+    out = runner.invoke(cli, ["fleet", "add", str(folder), "--name", "x", "--db", db_url])
+    assert out.exit_code == 1 and "exactly one FILE" in str(out.exception)
+
+
 @pytest.mark.parametrize("vendor", ["GenuineIntel", "AuthenticAMD", None])
 def test_baseline_over_minimal_profiles_is_the_baseline_over_all(catalog: Catalog, vendor: str | None) -> None:
     """The corpus' real CPUs with TSX/PKU variations: only the minimal profiles are judged in full by QEMU's rules;

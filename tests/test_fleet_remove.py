@@ -116,11 +116,20 @@ def test_removing_every_host(store: Store, catalog: Catalog) -> None:
         api.baseline(store, catalog)
 
 
+def bodies_are_shared_and_none_is_left_over(store: Store) -> int:
+    with store.transaction() as session:
+        bodies = set(session.scalars(select(db.PinBody.id)))
+        assert bodies == set(session.scalars(select(db.Pin.body_id)))
+    return len(bodies)
+
+
 def test_removing_pins(store: Store, catalog: Catalog) -> None:
+    assert bodies_are_shared_and_none_is_left_over(store) == 3  # web-1 and batch: one Haswell-v2 body
     result = api.remove_pins(store, ["web-1", "spare"]).to_json()
     assert [(p["pin"], p["host"]) for p in result["removed"]] == [("web-1", I7), ("spare", None)]
     assert all(p["fingerprint"].startswith("sha256:") for p in result["removed"])
     assert [p.name for p in api.load_view(store).pins] == ["batch", "db-1"]
+    assert bodies_are_shared_and_none_is_left_over(store) == 2  # web-1 went, its body stays for batch
     with pytest.raises(UnknownNameError, match="unknown pin 'db1'; did you mean 'db-1'"):
         api.remove_pins(store, ["batch", "db1"])
     assert count(store, db.Pin) == 2  # all or none: batch is still there
@@ -129,6 +138,7 @@ def test_removing_pins(store: Store, catalog: Catalog) -> None:
         api.remove_pins(store, ["cluster:rack1"])
     assert count(store, db.Pin) == 3
     api.remove_pins(store, ["batch", "db-1"])
+    assert bodies_are_shared_and_none_is_left_over(store) == 1  # the frozen CPU's
     with pytest.raises(UnknownNameError, match="unknown pin 'x'; the inventory has no pins yet"):
         api.remove_pins(store, ["x"])
 

@@ -93,6 +93,32 @@ def test_pins_are_stored_with_the_host_they_run_on(store: Store, catalog: Catalo
     assert [(p.name, p.host, p.pin.fingerprint) for p in view.pins] == [("web1", "xeon-gold-6148", pin.fingerprint)]
 
 
+def test_many_pins_share_bodies_and_read_back_as_stored(store: Store, catalog: Catalog, tmp_path: Path) -> None:
+    """1,200 guests on 3 CPUs in one call: one body per distinct pin; each guest keeps its own name and UUID
+    and host; a name stored before is replaced; a name given twice stores nothing."""
+    import uuid as uuids
+    from dataclasses import replace
+
+    add_files(store, catalog, write_captures(catalog, tmp_path))
+    kind = kinds(catalog, ("Xeon-E5-2650-v3",))[0]
+    cpus = [model_pin(kind, m, catalog) for m in ("Haswell-v4", "IvyBridge-v2", "Westmere-v2")]
+    api.add_pin(store, "guest0007", cpus[2])
+    items = [(f"guest{i:04d}", replace(cpus[i % 3], name=f"vm{i}", uuid=str(uuids.UUID(int=i)) if i % 2 else None),
+              "xeon-gold-6148" if i % 5 == 0 else None) for i in range(1200)]
+    added = api.add_pins(store, items)
+    assert [(a.name, a.replaced) for a in added] == [(n, n == "guest0007") for n, _, _ in items]
+    view = api.load_view(store)
+    assert [(p.name, p.pin, p.host) for p in view.pins] == items
+    with store.transaction() as session:
+        assert session.scalar(select(func.count()).select_from(db.PinBody)) == 3  # names and UUIDs aside, 3 CPUs
+    before = count(store, db.Pin)
+    with pytest.raises(InputError, match="pin guest0001 is given twice; nothing was stored"):
+        api.add_pins(store, [("new1", cpus[0], None), ("guest0001", cpus[0], None), ("guest0001", cpus[1], None)])
+    with pytest.raises(InputError, match="unknown host"):
+        api.add_pins(store, [("new2", cpus[0], None), ("new3", cpus[0], "nohost")])
+    assert count(store, db.Pin) == before
+
+
 # -- bad input: one clear message, nothing changed ----------------------------------------
 def test_a_capture_of_another_schema_version_changes_nothing(store: Store, catalog: Catalog, tmp_path: Path) -> None:
     good, bad = write_captures(catalog, tmp_path, THREE[:2])
@@ -150,11 +176,51 @@ def test_an_older_schema_is_refused_until_migrated(tmp_path: Path) -> None:
     with engine.begin() as connection:
         command.upgrade(_alembic_config(connection), "0001_initial")
     engine.dispose()
-    with pytest.raises(StoreError, match="revision '0001_initial', older than '0002_pin_host_index'; "
+    with pytest.raises(StoreError, match=f"revision '0001_initial', older than '{db.SCHEMA_REVISION}'; "
                                          "run 'guestcpu fleet migrate --db sqlite:///"):
         open_store(url)
     open_store(url, migrate=True).close()
     open_store(url).close()
+
+
+def test_pins_stored_before_bodies_were_shared_migrate_unchanged(fleet_db_url: str, catalog: Catalog) -> None:
+    """0002 kept a whole document per pin; 0003 splits it into the guest's name/UUID and a shared body.
+    The pins read back after the upgrade are the pins stored before it, and a downgrade gives the documents back."""
+    import datetime
+    from dataclasses import replace
+
+    import sqlalchemy as sa
+    from alembic import command
+
+    from guestcpu.fleet.store import _alembic_config
+    from guestcpu.lifecycle.pin import pin_from_document, pin_to_document
+
+    kind = kinds(catalog, THREE[:1])[0]
+    haswell = model_pin(kind, "Haswell-v4", catalog)
+    pins = {"web1": replace(haswell, name="web1", uuid="0b1e7a42-1111-4c5e-9d6b-3f2a1c4e5d6f"),
+            "web2": replace(haswell, name="web2", uuid=None), "db1": model_pin(kind, "IvyBridge-v2", catalog)}
+    url = fleet_db_url
+    engine = sa.create_engine(url)
+    table = sa.table("pins", sa.column("name", sa.String), sa.column("fingerprint", sa.String),
+                     sa.column("document", sa.JSON), sa.column("added_at", sa.DateTime))
+    with engine.begin() as connection:
+        command.upgrade(_alembic_config(connection), "0002_pin_host_index")
+        connection.execute(table.insert(), [
+            {"name": n, "fingerprint": p.fingerprint, "document": pin_to_document(p),
+             "added_at": datetime.datetime.now(datetime.UTC)} for n, p in pins.items()])
+    engine.dispose()
+    store = open_store(url, migrate=True)
+    view = api.load_view(store)
+    assert {p.name: p.pin for p in view.pins} == pins
+    with store.transaction() as session:
+        assert session.scalar(sa.select(sa.func.count()).select_from(db.PinBody)) == 2  # web1 and web2 share one
+    store.close()
+    engine = sa.create_engine(url)
+    with engine.begin() as connection:
+        command.downgrade(_alembic_config(connection), "0002_pin_host_index")
+        back = dict(connection.execute(sa.select(table.c.name, table.c.document)).all())
+    engine.dispose()
+    assert {n: pin_from_document(d, n) for n, d in back.items()} == pins
 
 
 def test_a_database_of_something_else_is_refused(tmp_path: Path) -> None:
@@ -177,28 +243,42 @@ def test_a_host_given_twice_adds_nothing(store: Store, catalog: Catalog, tmp_pat
     assert count(store, db.Host) == 0
 
 
-def test_a_bulk_load_of_new_hosts_is_the_same_inventory(fleet_db_url: str, catalog: Catalog, tmp_path: Path) -> None:
-    """new_hosts=True inserts many rows per statement; the inventory it leaves is the one add_host leaves."""
+def test_a_large_add_is_the_same_inventory_as_one_host_at_a_time(
+    fleet_db_url: str, catalog: Catalog, tmp_path: Path
+) -> None:
+    """Batches insert the new hosts many rows per statement; the inventory is the one single adds leave,
+    and hosts already known in a batch get a new state with their history, in the order given."""
     from guestcpu.fleet.synthetic import capture_document
 
     all_kinds = kinds(catalog, THREE, ("", "tsx-off"))
+    plain = [k for k in all_kinds if not k.variation]
     inputs = [(f"h{i}", json.dumps(capture_document(all_kinds[i % len(all_kinds)], f"h{i:04d}")).encode(), None)
               for i in range(520)]
     bulk = open_store(fleet_db_url)
     progress: list[int] = []
-    report = api.add_hosts(bulk, inputs, catalog, cluster="big", tags=("t",), new_hosts=True,
-                           progress=lambda: progress.append(1))
+    report = api.add_hosts(bulk, inputs, catalog, cluster="big", tags=("t",), progress=lambda: progress.append(1))
     assert len(report.added) == len(progress) == 520 and report.to_json()["added"] == 520
     one_by_one = open_store(f"sqlite:///{tmp_path / 'slow.db'}")
-    api.add_hosts(one_by_one, inputs[:50], catalog, cluster="big", tags=("t",))
+    for item in inputs[:50]:
+        api.add_hosts(one_by_one, [item], catalog, cluster="big", tags=("t",))
     fast, slow = api.load_view(bulk), api.load_view(one_by_one)
     assert [(h.name, h.cluster, h.tags, h.profiles) for h in fast.hosts[:50]] == \
         [(h.name, h.cluster, h.tags, h.profiles) for h in slow.hosts]
     assert len(fast.profiles) == len(all_kinds) + 1  # one KVM profile per kind, one TCG profile for all
-    assert [s.seq for s in api.history(bulk, "h0007").states] == [1]
-    with pytest.raises(StoreError):
-        api.add_hosts(bulk, inputs[:1], catalog, new_hosts=True)  # not new: the unique name refuses it whole
-    assert count(bulk, db.Host) == 520
+
+    # a batch of known and new hosts: h0000..h0009 come back as another kind, 600 new ones besides
+    other = [next(k for k in plain if k.cpu != all_kinds[i % len(all_kinds)].cpu) for i in range(10)]
+    again = [(f"again{i}", json.dumps(capture_document(other[i], f"h{i:04d}")).encode(), None) for i in range(10)]
+    more = [(f"n{i}", json.dumps(capture_document(plain[0], f"new{i:04d}")).encode(), None) for i in range(600)]
+    mixed = [*more[:300], *again, *more[300:]]
+    report = api.add_hosts(bulk, mixed, catalog)
+    assert [a.host for a in report.added] == [json.loads(d)["hostname"] for _, d, _ in mixed]
+    replaced = [a for a in report.added if a.replaced]
+    assert [a.host for a in replaced] == [f"h{i:04d}" for i in range(10)]
+    assert all(a.changes and a.cluster == "big" for a in replaced)  # another CPU: changes named, cluster kept
+    assert [s.seq for s in api.history(bulk, "h0003").states] == [1, 2]
+    assert [s.seq for s in api.history(bulk, "h0011").states] == [1]
+    assert count(bulk, db.Host) == 1120
 
 
 def test_domcapabilities_blockers_are_kept_per_model(store: Store, catalog: Catalog) -> None:

@@ -285,3 +285,24 @@ def test_a_kvm_pin_where_kvm_is_not_usable(
     assert exit_info.value.code == 2
     assert "refused before anything was sent: the destination has no usable KVM: /dev/kvm cannot be opened" in (
         capsys.readouterr().out)
+
+
+@pytest.mark.parametrize("name", ["\x85", "a\u2028b", "\x9b31mred"])
+def test_a_name_with_line_breaks_or_terminal_escapes_is_printed_escaped(
+    name: str, tmp_path: Path, cache_home: Path
+) -> None:
+    """A feature name from the guest XML goes into the error as escapes: one line, nothing for the terminal."""
+    guest = tmp_path / "g.xml"
+    guest.write_text(f"<domain type='qemu'><cpu><model>qemu64</model><feature policy='require' name='{name}'/>"
+                     "</cpu></domain>", encoding="utf-8")
+    done = guestcpu("compare", guest, "--caps", Path(__file__).parent / "data" / "qemu-7.2" / "caps-tcg.json",
+                    cache_home=cache_home, code=1)
+    line = one_error_line(done)
+    assert "unknown CPU feature" in line and name not in line
+    assert name.encode("unicode_escape").decode("ascii") in line
+
+
+def test_an_escape_sequence_in_an_argument_is_printed_escaped(cache_home: Path) -> None:
+    """ESC cannot be in XML; on the command line it can, and the error shows it as \\x1b."""
+    line = one_error_line(guestcpu("model", "\x1b[2J\x1b[31mEvil", cache_home=cache_home, code=1))
+    assert "\x1b" not in line and "\\x1b[2J\\x1b[31mEvil" in line

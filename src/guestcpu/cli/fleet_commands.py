@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -51,8 +51,23 @@ def fleet_cmd() -> None:
     """
 
 
+def _host_files(items: tuple[str, ...]) -> list[str]:
+    """The files to add: each FILE, and each DIR's *.json and *.xml files (sorted; not its subfolders)."""
+    found: list[str] = []
+    for item in items:
+        path = Path(item)
+        if not path.is_dir():
+            found.append(item)
+            continue
+        inside = sorted(str(p) for p in path.iterdir() if p.suffix in (".json", ".xml") and not p.is_dir())
+        if not inside:
+            raise InputError(f"{item} is a folder with no *.json captures or *.xml domain capabilities in it")
+        found += inside
+    return found
+
+
 @fleet_cmd.command("add")
-@click.argument("files", nargs=-1, required=True, metavar="FILE...")
+@click.argument("files", nargs=-1, required=True, metavar="FILE|DIR...")
 @click.option("--cluster", metavar="NAME", help="The cluster of the hosts (default: theirs, else 'default').")
 @click.option("--tag", "tags", multiple=True, metavar="TAG", help="A tag for the hosts (repeatable).")
 @click.option("--name", metavar="HOST", help="The host's name (one FILE; needed for domcapabilities XML).")
@@ -63,23 +78,28 @@ def fleet_cmd() -> None:
 @click.pass_context
 def add_cmd(ctx: click.Context, files: tuple[str, ...], cluster: str | None, tags: tuple[str, ...],
             name: str | None, force: bool, db_url: str | None, as_json: bool) -> None:
-    """Add hosts (or replace their state, keeping history) from capture or domcapabilities FILEs."""
-    from rich.progress import Progress
+    """Add hosts (or replace their state, keeping history) from capture or domcapabilities FILEs.
+
+    A DIR stands for its *.json and *.xml files.  All are added, or none.
+    """
+    from rich.progress import MofNCompleteColumn, Progress
 
     from guestcpu.fleet import api
 
-    if name and len(files) != 1:
+    paths = _host_files(files)
+    if name and len(paths) != 1:
         raise InputError("--name names one host; give exactly one FILE with it")
     catalog = load_catalog_for(ctx)
     store = _store(db_url)
 
-    def inputs(advance: Callable[[], None]) -> Iterator[api.HostInput]:
-        for path in files:
+    def inputs() -> Iterator[api.HostInput]:
+        for path in paths:
             yield path, _read(path, "a guestcpu capture (JSON) or virsh domcapabilities (XML)"), name
 
-    with Progress(transient=True, disable=len(files) < 50) as progress:
-        task = progress.add_task("adding hosts", total=len(files))
-        report = api.add_hosts(store, inputs(lambda: None), catalog, cluster=cluster, tags=tags, force=force,
+    with Progress(*Progress.get_default_columns(), MofNCompleteColumn(), transient=True,
+                  disable=len(paths) < 50) as progress:
+        task = progress.add_task("adding hosts", total=len(paths))
+        report = api.add_hosts(store, inputs(), catalog, cluster=cluster, tags=tags, force=force,
                                progress=lambda: progress.advance(task))
     if as_json:
         emit_json(report.to_json())

@@ -8,6 +8,7 @@ call's cost).  Every deliberate error is one line on stderr and a non-zero exit.
 from __future__ import annotations
 
 import os
+import re
 import sys
 from importlib import import_module
 from typing import Any
@@ -106,10 +107,20 @@ def cli(ctx: click.Context, catalog_libvirt: str | None, models_dirs: tuple[str,
     ctx.obj = {"catalog_libvirt": catalog_libvirt, "models_dirs": models_dirs or None}
 
 
+#: what input may put in a message that would break its line or drive the terminal: control
+#: characters but newline and tab, and the other line separators str.splitlines knows
+_UNPRINTABLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def printable(message: object) -> str:
+    """``message`` with the characters of a name read from input that a terminal would act on escaped."""
+    return _UNPRINTABLE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), str(message))
+
+
 def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
                   file: Any = None, line: str | None = None) -> None:
     # One line, like the errors: no file name, line number or source line.
-    click.echo(f"guestcpu: warning: {message}", err=True)
+    click.echo(f"guestcpu: warning: {printable(message)}", err=True)
 
 
 def _on_stop_signal(signum: int, frame: Any) -> None:
@@ -131,7 +142,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         cli.main(args=argv, prog_name="guestcpu", standalone_mode=False)
     except GuestCpuError as exc:
-        click.echo(f"guestcpu: error: {exc}", err=True)
+        click.echo(f"guestcpu: error: {printable(exc)}", err=True)
         sys.exit(exc.exit_status)
     except click.exceptions.Abort:
         click.echo("guestcpu: interrupted", err=True)

@@ -2,10 +2,11 @@
 
 ``guestcpu define`` pins a guest in a running QEMU with its machine type.  A cluster's
 frozen CPU is a fleet-wide promise instead: the baseline's versioned model as the
-hosts' QEMU expands it (recorded in their capabilities), every feature QEMU knows
-explicit, vendor, family, model and model-id spelled out, and a fingerprint.  Its
-``warnings`` say it was not expanded in a running QEMU; a guest given this CPU is
-pinned with ``define`` as usual.
+hosts' QEMU expands it (recorded in their capabilities), made into a pin by define's
+own two steps (``build_abi``, ``make_pin``): every feature QEMU knows explicit, vendor,
+family, model and model-id spelled out, and a fingerprint.  Its ``warnings`` say it
+was not expanded in a running QEMU; a guest given this CPU is pinned with ``define``
+as usual.
 """
 
 from __future__ import annotations
@@ -13,14 +14,15 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from guestcpu import __version__
 from guestcpu.catalog.catalog import Catalog
 from guestcpu.errors import InputError
-from guestcpu.lifecycle.libvirt_form import libvirt_xml
-from guestcpu.lifecycle.pin import Abi, Pin, PinPolicy, Resolution
+from guestcpu.lifecycle.abi import build_abi
+from guestcpu.lifecycle.define import make_pin
+from guestcpu.lifecycle.pin import Pin, PinPolicy, Resolution
 from guestcpu.model.cpu import CpuDefinition, Policy
 from guestcpu.model.names import version_of
 from guestcpu.qemu.caps import QemuCaps
+from guestcpu.qemu.machine import Expanded
 
 
 def newest_common_machine(caps_list: list[QemuCaps]) -> str:
@@ -52,28 +54,24 @@ def pin_from_caps(
     caps: QemuCaps, qemu_model: str, overrides: Mapping[str, bool], machine: str, catalog: Catalog, *,
     note: str,
 ) -> Pin:
+    """``define``'s pin (``build_abi``, ``make_pin``) of ``qemu_model`` as ``caps`` recorded its expansion.
+
+    A recorded expansion is QEMU's static one: every property it leaves out is off, and it
+    has the model's ``min-level``/``min-xlevel`` where a running QEMU reports the level it
+    settles on, so those stand in for level and xlevel.
+    """
     entry = caps.model(qemu_model)
     if entry is None or entry.expansion is None:
         raise InputError(f"QEMU {caps.qemu_version} ({caps.accel}) has no expansion of {qemu_model}")
     props = entry.expansion.props
-    features = {name: False for name in caps.known_props}
-    features.update({name: True for name in entry.expansion.enabled})
-    features.update(overrides)
-    abi = Abi(
-        arch=caps.arch, accel=caps.accel, machine=machine, mode="custom", model=qemu_model,
-        version=version_of(qemu_model), vendor=str(props.get("vendor", "")),
-        family=int(props.get("family", 0)), model_number=int(props.get("model", 0)),
-        stepping=int(props.get("stepping", 0)), level=int(props.get("min-level", props.get("level", 0))),
-        xlevel=int(props.get("min-xlevel", props.get("xlevel", 0))), model_id=str(props.get("model-id", "")),
-        features=features,
-    )
-    return Pin(
-        abi=abi,
-        policy=PinPolicy(mode="custom", match="exact"),
-        resolution=Resolution(qemu_model, qemu_model, "explicit", (note,)),
-        made_with={"qemu_version": caps.qemu_version, "package": caps.package, "binary": caps.binary,
-                   "guestcpu": __version__},
-        libvirt_cpu=libvirt_xml(abi, catalog),
+    static = {name: False for name in caps.known_props} | dict(props) | dict(overrides)
+    full = {"level": props.get("level", props.get("min-level", 0)),
+            "xlevel": props.get("xlevel", props.get("min-xlevel", 0))}
+    abi = build_abi(Expanded(qemu_model, static, full), arch=caps.arch, accel=caps.accel, machine=machine,
+                    mode="custom", version=version_of(qemu_model))
+    return make_pin(
+        abi, PinPolicy(mode="custom", match="exact"), Resolution(qemu_model, qemu_model, "explicit", (note,)), caps,
+        caps.binary, catalog,
         warnings=("computed from the hosts' recorded QEMU capabilities, not expanded in a running QEMU; "
                   "pin each guest with 'guestcpu define'",),
     )

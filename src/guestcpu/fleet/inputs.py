@@ -74,14 +74,14 @@ class HostRecord:
     facts: Mapping[str, Any] = field(default_factory=dict)
 
 
-def profile_digest(document: Mapping[str, Any]) -> str:
-    """SHA-256 of the canonical JSON (sorted keys, no spaces): identical offers share one digest."""
+def document_digest(document: Mapping[str, Any]) -> str:
+    """SHA-256 of the canonical JSON (sorted keys, no spaces): identical documents (offers, pins) share one digest."""
     return "sha256:" + hashlib.sha256(orjson.dumps(document, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
 def _profile(doc: Mapping[str, Any], source: str, *, verified: bool, known_digests: Mapping[str, Any]) -> Profile:
     stable = {k: v for k, v in doc.items() if k not in VOLATILE_KEYS}
-    digest = profile_digest(stable)
+    digest = document_digest(stable)
     if digest not in known_digests:
         caps_from_document(dict(doc), source)  # refuses a damaged document here, where it is read
     arch = stable.get("arch")
@@ -192,7 +192,7 @@ def record_from_domcapabilities(data: bytes, source: str, catalog: Catalog, *, n
     )
     stable = {k: v for k, v in to_document(caps).items() if k not in VOLATILE_KEYS}
     assert stable["schema"] == CAPS_SCHEMA and stable["schema_version"] == CAPS_SCHEMA_VERSION
-    profile = Profile(accel, profile_digest(stable), stable, "", verified=False)
+    profile = Profile(accel, document_digest(stable), stable, "", verified=False)
     host = name or ""
     if not host:
         raise InputError(f"{source}: domain capabilities do not name their host; give one with --name")

@@ -9,7 +9,7 @@ loads a ``FleetView`` for the answers.  Nothing here commits: the caller's
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy import insert, select, update
@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from guestcpu.errors import InputError
 from guestcpu.fleet import schema as db
-from guestcpu.fleet.inputs import HostRecord
+from guestcpu.fleet.inputs import HostRecord, document_digest
 from guestcpu.fleet.inputs import Profile as ProfileInput
 from guestcpu.fleet.view import FleetView, HostView, PinView, ProfileView, unknown
 from guestcpu.lifecycle.compat import check_destination
@@ -26,6 +26,17 @@ from guestcpu.qemu.caps import QemuCaps, caps_from_document
 from guestcpu.qemu.offer import supported_features
 
 DEFAULT_CLUSTER = "default"
+#: the members of a pin document that belong to its guest, not to its CPU: a guest's own row keeps them
+PIN_OWN_KEYS = ("name", "uuid")
+
+
+def stored_pin(body: Mapping[str, Any], name: str | None, uuid: str | None, source: str) -> Pin:
+    """A stored pin: its shared body checked as any pin document is, with the guest's name and UUID."""
+    return with_guest(pin_from_document(dict(body), source), name, uuid)
+
+
+def with_guest(pin: Pin, name: str | None, uuid: str | None) -> Pin:
+    return pin if (pin.name, pin.uuid) == (name, uuid) else replace(pin, name=name, uuid=uuid)
 
 
 @dataclass(frozen=True)
@@ -86,6 +97,7 @@ class Inventory:
         self._profiles: dict[str, db.Profile] | None = None
         self._clusters: dict[str, db.Cluster] = {}
         self._caps: dict[str, QemuCaps] = {}
+        self._bodies: dict[str, db.PinBody] = {}
 
     # -- profiles -------------------------------------------------------------------
     def known_digests(self) -> dict[str, db.Profile]:
@@ -130,9 +142,11 @@ class Inventory:
         return found
 
     def frozen_pin(self, cluster: db.Cluster) -> Pin | None:
-        if cluster.frozen_pin is None:
+        row = cluster.frozen_pin
+        if row is None:
             return None
-        return pin_from_document(cluster.frozen_pin.document, f"the frozen CPU of cluster {cluster.name}")
+        source = f"the frozen CPU of cluster {cluster.name}"
+        return stored_pin(row.body.document, row.guest_name, row.guest_uuid, source)
 
     def add_host(
         self, record: HostRecord, *, cluster: str | None = None, tags: Sequence[str] = (), force: bool = False,
@@ -171,15 +185,26 @@ class Inventory:
         host.current = state
         return AddResult(record.name, cluster_name, replaced, operational, tuple(changes), note)
 
-    def add_new_hosts(
+    def add_hosts(
         self, records: Sequence[HostRecord], *, cluster: str | None = None, tags: Sequence[str] = (),
         force: bool = False,
     ) -> list[AddResult]:
+        """``add_host`` for each of ``records``, in their order: the new hosts in one go (``_insert_new``)."""
+        names = [r.name for r in records]
+        existing = set(self.session.scalars(select(db.Host.name).where(db.Host.name.in_(names))))
+        new = [r for r in records if r.name not in existing]
+        done = {a.host: a for a in self._insert_new(new, cluster=cluster, tags=tags, force=force)} if new else {}
+        for record in records:
+            if record.name in existing:
+                done[record.name] = self.add_host(record, cluster=cluster, tags=tags, force=force)
+        return [done[name] for name in names]
+
+    def _insert_new(
+        self, records: Sequence[HostRecord], *, cluster: str | None, tags: Sequence[str], force: bool,
+    ) -> list[AddResult]:
         """Add hosts that are not in the store yet, in three multi-row statements (a bulk load).
 
-        The same rules as ``add_host`` (admission into a frozen cluster, shared profiles);
-        a host that exists already fails on the unique name, and the caller's
-        transaction rolls back whole.
+        The same rules as ``add_host`` (admission into a frozen cluster, shared profiles).
         """
         cluster_name = cluster or DEFAULT_CLUSTER
         cluster_row = self.cluster(cluster_name, create=True)
@@ -213,7 +238,10 @@ class Inventory:
             return True, ""
         accel = frozen.abi.accel
         profile = record.profiles.get(accel)
-        caps = profile.caps(f"{record.name} ({accel})") if profile else None
+        caps = None
+        if profile is not None:  # hosts of one kind share a profile: read it once
+            caps = self._caps.get(profile.digest) or self._caps.setdefault(
+                profile.digest, profile.caps(f"{record.name} ({accel})"))
         verdict = check_destination(frozen, caps, purpose="migrate", destination=record.name,
                                     unavailable=record.unavailable.get(accel))
         if verdict.ok:
@@ -245,25 +273,59 @@ class Inventory:
         return changes
 
     # -- pins -------------------------------------------------------------------------
+    def _pin_body(self, pin: Pin) -> tuple[db.PinBody, dict[str, Any]]:
+        """The shared body row of ``pin`` (made if new), and the guest's own members (name, UUID)."""
+        document = pin_to_document(pin)
+        own = {key: document.pop(key, None) for key in PIN_OWN_KEYS}
+        digest = document_digest(document)
+        row = self._bodies.get(digest) or self.session.scalars(
+            select(db.PinBody).where(db.PinBody.digest == digest)).first()
+        if row is None:
+            row = db.PinBody(digest=digest, document=document)
+            self.session.add(row)
+        self._bodies[digest] = row
+        return row, own
+
+    def _set_pin(self, row: db.Pin, pin: Pin) -> None:
+        body, own = self._pin_body(pin)
+        row.fingerprint, row.body, row.guest_name, row.guest_uuid = pin.fingerprint, body, own["name"], own["uuid"]
+
     def add_pin(self, name: str, pin: Pin, host: str | None = None) -> bool:
         """Store ``pin`` as ``name`` (replacing a pin of that name); True if it replaced one."""
         host_row = self.host(host) if host else None
         row = self.session.scalars(select(db.Pin).where(db.Pin.name == name)).first()
+        replaced = row is not None
         if row is None:
-            self.session.add(db.Pin(name=name, fingerprint=pin.fingerprint, document=pin_to_document(pin),
-                                    host=host_row))
-            return False
-        row.fingerprint, row.document, row.host = pin.fingerprint, pin_to_document(pin), host_row
-        return True
+            row = db.Pin(name=name)
+        self._set_pin(row, pin)  # before the row joins the session: its look-up would flush a row half set
+        row.host = host_row
+        self.session.add(row)
+        return replaced
+
+    def add_pins(self, items: Sequence[tuple[str, Pin, str | None]]) -> list[bool]:
+        """``add_pin`` for each (name, pin, host), in order: the new names in one multi-row insert."""
+        names = [name for name, _, _ in items]
+        if len(set(names)) != len(names):
+            twice = sorted({n for n in names if names.count(n) > 1})[:3]
+            raise InputError(f"pin {', '.join(twice)} is given twice; nothing was stored")
+        existing = set(self.session.scalars(select(db.Pin.name).where(db.Pin.name.in_(names))))
+        hosts = {h: self.host(h).id for h in {host for _, _, host in items if host}}
+        new = [(name, pin, host, *self._pin_body(pin)) for name, pin, host in items if name not in existing]
+        self.session.flush()  # ids of new bodies
+        if new:
+            self.session.execute(insert(db.Pin), [
+                {"name": name, "fingerprint": pin.fingerprint, "body_id": body.id, "guest_name": own["name"],
+                 "guest_uuid": own["uuid"], "host_id": hosts[host] if host else None, "added_at": db.utcnow()}
+                for name, pin, host, body, own in new])
+        return [self.add_pin(name, pin, host) if name in existing else False for name, pin, host in items]
 
     def freeze(self, cluster: str, name: str, pin: Pin) -> None:
         row = self.cluster(cluster)
         pin_row = self.session.scalars(select(db.Pin).where(db.Pin.name == name)).first()
         if pin_row is None:
-            pin_row = db.Pin(name=name, fingerprint=pin.fingerprint, document=pin_to_document(pin))
-            self.session.add(pin_row)
-        else:
-            pin_row.fingerprint, pin_row.document = pin.fingerprint, pin_to_document(pin)
+            pin_row = db.Pin(name=name)
+        self._set_pin(pin_row, pin)
+        self.session.add(pin_row)
         row.frozen_pin = pin_row
 
     # -- reading ----------------------------------------------------------------------
@@ -301,7 +363,13 @@ class Inventory:
         if with_pins:
             # A cluster's frozen CPU is not a guest: it takes no part in where and what-if.
             pin_rows = self.session.execute(
-                select(db.Pin.name, db.Pin.document, db.Host.name).outerjoin(db.Host, db.Pin.host_id == db.Host.id)
+                select(db.Pin.name, db.Pin.body_id, db.Pin.guest_name, db.Pin.guest_uuid, db.Host.name)
+                .outerjoin(db.Host, db.Pin.host_id == db.Host.id)
                 .where(db.Pin.name.not_in(list(frozen.values()) or [""])).order_by(db.Pin.name)).all()
-            pins = [PinView(n, pin_from_document(doc, f"stored pin {n}"), h) for n, doc, h in pin_rows]
+            # each distinct body is read and checked (fingerprint, seal) once, however many guests share it
+            bodies: dict[int, Pin] = {}
+            for body in self.session.scalars(select(db.PinBody).where(
+                    db.PinBody.id.in_({r[1] for r in pin_rows}))) if pin_rows else ():
+                bodies[body.id] = stored_pin(body.document, None, None, f"stored pin body {body.digest}")
+            pins = [PinView(n, with_guest(bodies[b], guest, uuid), h) for n, b, guest, uuid, h in pin_rows]
         return FleetView(tuple(hosts), profiles, tuple(pins), frozen)

@@ -4,7 +4,8 @@ What goes with a retired host: its history (every state it was added with), the
 capability profiles no other host state has, and its cluster when that is left with no
 host and is not frozen.  A frozen cluster stays, empty: its CPU still decides which
 hosts it admits.  Pins of guests that ran on the host stay, with no host: the guests
-are not gone, only where they run is no longer known (the result names them).
+are not gone, only where they run is no longer known (the result names them).  A
+forgotten pin takes its document body along when no other pin shares it.
 
 Nothing here commits: the caller's ``Store.transaction()`` does, whole or not at all;
 an unknown name raises before anything is changed.
@@ -198,16 +199,25 @@ def remove_pins(session: Session, names: Sequence[str]) -> PinsRemoved:
             raise InputError(f"pin {name} is the frozen CPU of cluster {frozen[name]}, not a guest's pin; "
                              "nothing was removed")
     found: dict[str, tuple[int, str, str | None]] = {}
+    bodies: set[int] = set()
     for names_chunk in _chunks(wanted):
-        for pin_id, name, fingerprint, host in session.execute(
-                select(db.Pin.id, db.Pin.name, db.Pin.fingerprint, db.Host.name)
+        for pin_id, name, fingerprint, body, host in session.execute(
+                select(db.Pin.id, db.Pin.name, db.Pin.fingerprint, db.Pin.body_id, db.Host.name)
                 .outerjoin(db.Host, db.Pin.host_id == db.Host.id).where(db.Pin.name.in_(names_chunk))):
             found[name] = (pin_id, fingerprint, host)
+            bodies.add(body)
     missing = [n for n in wanted if n not in found]
     if missing:
         known = [n for n in session.scalars(select(db.Pin.name)).all() if n not in frozen]
         raise unknown("pin", missing[0], known)
-    ids = [found[n][0] for n in wanted]
-    for chunk in _chunks(ids):
-        session.execute(delete(db.Pin).where(db.Pin.id.in_(chunk)), execution_options={"synchronize_session": False})
+    quick = {"synchronize_session": False}
+    for chunk in _chunks([found[n][0] for n in wanted]):
+        session.execute(delete(db.Pin).where(db.Pin.id.in_(chunk)), execution_options=quick)
+    # a pin body no other guest shares goes with its last guest
+    orphans = sorted(bodies)
+    for chunk in _chunks(sorted(bodies)):
+        used = set(session.scalars(select(db.Pin.body_id).where(db.Pin.body_id.in_(chunk)).distinct()))
+        orphans = [b for b in orphans if b not in used]
+    for chunk in _chunks(orphans):
+        session.execute(delete(db.PinBody).where(db.PinBody.id.in_(chunk)), execution_options=quick)
     return PinsRemoved(tuple(RemovedPin(n, found[n][1], found[n][2]) for n in wanted))

@@ -6,7 +6,9 @@
   each with what changed from the one before;
 * ``profiles``: what one QEMU under one accelerator offers, a capabilities document
   shared by every host state that has exactly it;
-* ``pins``: guests' pinned CPUs, optionally with the host they run on.
+* ``pins``: guests' pinned CPUs, optionally with the host they run on: each guest's
+  name and UUID, and its pin document without them as a ``pin_bodies`` row that every
+  guest pinned to the same CPU shares.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Integer, String, Tex
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 #: the Alembic revision these classes describe (the newest migration)
-SCHEMA_REVISION = "0002_pin_host_index"
+SCHEMA_REVISION = "0003_pin_bodies"
 
 
 def utcnow() -> datetime.datetime:
@@ -96,15 +98,29 @@ class HostState(Base):
     tcg_profile: Mapped[Profile | None] = relationship(foreign_keys=[tcg_profile_id])
 
 
+class PinBody(Base):
+    """A pin document without the guest's name and UUID, shared by every guest pinned to that CPU."""
+
+    __tablename__ = "pin_bodies"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    digest: Mapped[str] = mapped_column(String(80), unique=True)
+    document: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
 class Pin(Base):
     __tablename__ = "pins"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(255), unique=True)
     fingerprint: Mapped[str] = mapped_column(String(80), index=True)
-    document: Mapped[dict[str, Any]] = mapped_column(JSON)
+    body_id: Mapped[int] = mapped_column(ForeignKey("pin_bodies.id", name="fk_pin_body"), index=True)
+    #: the name and UUID the pin document gives its guest (``guestcpu define`` records them)
+    guest_name: Mapped[str | None] = mapped_column(Text)
+    guest_uuid: Mapped[str | None] = mapped_column(String(64))
     #: the host the guest runs on, when known
     host_id: Mapped[int | None] = mapped_column(ForeignKey("hosts.id", use_alter=True, name="fk_pin_host"), index=True)
     added_at: Mapped[datetime.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
+    body: Mapped[PinBody] = relationship(foreign_keys=[body_id])
     host: Mapped[Host | None] = relationship(foreign_keys=[host_id])

@@ -18,8 +18,10 @@ features, saying so, or one clear error for host-passthrough and maximum.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from guestcpu import __version__
 from guestcpu.catalog.catalog import Catalog
@@ -131,14 +133,24 @@ async def pin_cpu_async(
         where = "TCG" if target.accel == "tcg" else "this host under KVM"
         warnings.append(f"{where} cannot give this CPU now (QEMU {caps.qemu_version}); missing: {', '.join(missing)}")
     host = caps.host_static.to_json() if (request.abi_mode != "custom" and caps.host_static) else None
+    resolution = Resolution(request.requested, request.choice.qemu_model, request.choice.rule, request.choice.notes)
+    return make_pin(abi, _policy(request, cpu, existing, default_used), resolution, caps, target.binary, catalog,
+                    warnings=warnings, host=host)
+
+
+def make_pin(
+    abi: Abi, policy: PinPolicy, resolution: Resolution, caps: QemuCaps, binary: str, catalog: Catalog, *,
+    warnings: Sequence[str] = (), host: Mapping[str, Any] | None = None,
+) -> Pin:
+    """The pin of ``abi``: its provenance (``caps``' QEMU), its libvirt form, what was learnt on the way."""
     return Pin(
         abi=abi,
-        policy=_policy(request, cpu, existing, default_used),
-        resolution=Resolution(request.requested, request.choice.qemu_model, request.choice.rule, request.choice.notes),
+        policy=policy,
+        resolution=resolution,
         made_with={
             "qemu_version": caps.qemu_version,
             "package": caps.package,
-            "binary": target.binary,
+            "binary": binary,
             "guestcpu": __version__,
         },
         host=host,

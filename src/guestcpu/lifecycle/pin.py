@@ -17,6 +17,7 @@ the policy and the host together, and a pin whose seal does not match is refused
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Mapping
@@ -106,9 +107,14 @@ class Abi:
             "topology": {key: self.topology.get(key, 1) for key in TOPOLOGY_KEYS},
         }
 
-    @property
+    @functools.cached_property
+    def canonical(self) -> Mapping[str, Any]:
+        """``to_json()`` made once, to hash (an ABI is immutable; a fleet hashes one per guest): never edit it."""
+        return self.to_json()
+
+    @functools.cached_property
     def fingerprint(self) -> str:
-        return fingerprint_of(self.to_json())
+        return fingerprint_of(self.canonical)
 
 
 def canonical_bytes(abi_json: Mapping[str, Any]) -> bytes:
@@ -186,7 +192,7 @@ class Pin:
 
     @property
     def seal(self) -> str:
-        return seal_of(self.abi.to_json(), self.policy.to_json(), dict(self.host) if self.host is not None else None)
+        return seal_of(self.abi.canonical, self.policy.to_json(), dict(self.host) if self.host is not None else None)
 
     @property
     def passthrough(self) -> bool:

@@ -13,8 +13,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal
 
+import orjson
 from fastapi import Body, FastAPI, Path, Query, Request
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
@@ -27,15 +28,29 @@ MAX_DOCUMENT_BYTES = 32 * 1024 * 1024
 NAME = r"^[^\x00-\x1f\x7f]{1,200}$"
 
 
+class JsonAnswer(JSONResponse):
+    """A ``to_json()`` body, serialized once by orjson.
+
+    Returned as a response, it skips FastAPI's own encoder, which walks the body in Python
+    (a 12.6 MB where: 2 s by that encoder, 41 ms through a pydantic response model, 9 ms by orjson).
+    """
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
 def answers(shape: Any) -> dict[str, Any]:
     """A route's 200 answer, documented by the TypedDict its result's ``to_json()`` returns.
 
     That TypedDict is the shape's one definition: mypy holds ``to_json()`` to it, pydantic
-    turns it into the OpenAPI schema.  The body itself is the plain ``to_json()`` (no
-    response model re-validates it: a where over a whole fleet is large).
+    turns it into the OpenAPI schema.  The body is the plain ``to_json()`` (``JsonAnswer``):
+    no response model re-validates it.
     """
-    return {"response_model": None, "responses": {200: {"model": shape, "description": "The answer: what "
-                                                        "'guestcpu fleet ... --json' prints"}}}
+    return {"response_model": None, "response_class": JsonAnswer,
+            "responses": {200: {"model": shape, "description": "The answer: what 'guestcpu fleet ... --json' "
+                                "prints"}}}
 
 
 def closed_objects(schemas: dict[str, Any]) -> None:
@@ -174,8 +189,8 @@ def add_fleet_routes(app: FastAPI, settings: ServiceSettings) -> None:
 
     @app.get("/v1/hosts", summary="The hosts of the inventory ('guestcpu fleet hosts --json')",
              **answers(api.HostListJson))
-    def hosts(cluster: ClusterQuery = None) -> api.HostListJson:
-        return api.hosts(state.store, cluster=cluster).to_json()
+    def hosts(cluster: ClusterQuery = None) -> JsonAnswer:
+        return JsonAnswer(api.hosts(state.store, cluster=cluster).to_json())
 
     @app.post(
         "/v1/hosts", summary="Add or replace a host ('guestcpu fleet add --json')",
@@ -194,26 +209,26 @@ def add_fleet_routes(app: FastAPI, settings: ServiceSettings) -> None:
         tag: Annotated[list[Annotated[str, Query(pattern=NAME)]] | None, Query(description="Tags.")] = None,
         force: Annotated[bool, Query(description="Add a host that cannot give its frozen cluster's CPU, "
                                      "marked non-operational.")] = False,
-    ) -> api.AddReportJson:
+    ) -> JsonAnswer:
         data = await _document(request)
 
-        def work() -> api.AddReportJson:
+        def work() -> JsonAnswer:
             report = api.add_hosts(state.store, [("the request body", data, name)], state.catalog,
                                    cluster=cluster, tags=tuple(tag or ()), force=force)
-            return report.to_json()
+            return JsonAnswer(report.to_json())
 
         return await run_in_threadpool(work)
 
     @app.get("/v1/hosts/{host}/history", summary="What changed on a host, and when ('guestcpu fleet history --json')",
              **answers(api.HistoryJson))
-    def history(host: Annotated[str, Path(pattern=NAME)]) -> api.HistoryJson:
-        return api.history(state.store, host).to_json()
+    def history(host: Annotated[str, Path(pattern=NAME)]) -> JsonAnswer:
+        return JsonAnswer(api.history(state.store, host).to_json())
 
     @app.delete("/v1/hosts/{host}", summary="Retire a host ('guestcpu fleet remove --json')",
                 description="Its history goes with it; its guests' pins stay, with no host; a cluster left with "
                 "no host is removed unless it is frozen.", **answers(api.HostsRemovedJson))
-    def remove_host(host: Annotated[str, Path(pattern=NAME)]) -> api.HostsRemovedJson:
-        return api.remove_hosts(state.store, [host]).to_json()
+    def remove_host(host: Annotated[str, Path(pattern=NAME)]) -> JsonAnswer:
+        return JsonAnswer(api.remove_hosts(state.store, [host]).to_json())
 
     @app.put("/v1/pins/{pin}", summary="Store a guest's pin ('guestcpu fleet add-pin --json')",
              **answers(api.PinAddedJson),
@@ -223,58 +238,59 @@ def add_fleet_routes(app: FastAPI, settings: ServiceSettings) -> None:
         pin: Annotated[str, Path(pattern=NAME)],
         document: Annotated[dict[str, Any], Body(description="A pin document ('guestcpu define').")],
         host: Annotated[str | None, Query(pattern=NAME, description="The host the guest runs on.")] = None,
-    ) -> api.PinAddedJson:
+    ) -> JsonAnswer:
         from guestcpu.lifecycle.pin import pin_from_document
 
         parsed = pin_from_document(document, "the request body")
-        return api.add_pin(state.store, pin, parsed, host=host).to_json()
+        return JsonAnswer(api.add_pin(state.store, pin, parsed, host=host).to_json())
 
     @app.delete("/v1/pins/{pin}", summary="Forget a guest's pin ('guestcpu fleet remove-pin --json')",
                 **answers(api.PinsRemovedJson))
-    def remove_pin(pin: Annotated[str, Path(pattern=NAME)]) -> api.PinsRemovedJson:
-        return api.remove_pins(state.store, [pin]).to_json()
+    def remove_pin(pin: Annotated[str, Path(pattern=NAME)]) -> JsonAnswer:
+        return JsonAnswer(api.remove_pins(state.store, [pin]).to_json())
 
     @app.get("/v1/baseline", summary="The best CPU every host can give ('guestcpu fleet baseline --json')",
              **answers(api.BaselineJson))
     def baseline(
         cluster: ClusterQuery = None, accel: AccelQuery = "kvm",
         machine: Annotated[str | None, Query(pattern=NAME, description="Machine type to verify on.")] = None,
-    ) -> api.BaselineJson:
-        return api.baseline(state.store, state.catalog, cluster=cluster, accel=accel, machine=machine).to_json()
+    ) -> JsonAnswer:
+        return JsonAnswer(
+            api.baseline(state.store, state.catalog, cluster=cluster, accel=accel, machine=machine).to_json())
 
     @app.post("/v1/where", summary="Which hosts can take each guest, and what stops the others "
               "('guestcpu fleet where --json')", **answers(api.PlacementJson))
-    def where(request: WhereRequest) -> api.PlacementJson:
+    def where(request: WhereRequest) -> JsonAnswer:
         files = [(f"documents[{i}]", doc) for i, doc in enumerate(request.documents)]
-        return api.where(state.store, request.pins, files=files, cluster=request.cluster,
-                         purpose=request.purpose).to_json()
+        return JsonAnswer(api.where(state.store, request.pins, files=files, cluster=request.cluster,
+                                    purpose=request.purpose).to_json())
 
     @app.get("/v1/levels", summary="The x86-64 level each host can give, and which guest OS runs where "
              "('guestcpu fleet levels --json')", **answers(api.LevelsJson))
-    def levels(cluster: ClusterQuery = None, accel: AccelQuery = "kvm") -> api.LevelsJson:
-        return api.levels(state.store, state.catalog, cluster=cluster, accel=accel).to_json()
+    def levels(cluster: ClusterQuery = None, accel: AccelQuery = "kvm") -> JsonAnswer:
+        return JsonAnswer(api.levels(state.store, state.catalog, cluster=cluster, accel=accel).to_json())
 
     @app.post("/v1/what-if", summary="How the baseline changes and which guests get stranded if hosts are added, "
               "retired or upgraded ('guestcpu fleet what-if --json')", **answers(api.WhatIfJson))
-    def what_if(request: WhatIfRequest) -> api.WhatIfJson:
+    def what_if(request: WhatIfRequest) -> JsonAnswer:
         if not (request.add or request.remove or request.upgrade):
             raise InputError("say what changes: 'add' hosts, 'remove' hosts or 'upgrade' hosts")
         if any(item.name is None for item in request.upgrade):
             raise InputError("an 'upgrade' entry needs the 'name' of the host it upgrades")
-        return api.what_if(
+        return JsonAnswer(api.what_if(
             state.store, state.catalog,
             add=[item.as_input(f"add[{i}]") for i, item in enumerate(request.add)], remove=request.remove,
             upgrade=[item.as_input(f"upgrade[{i}]") for i, item in enumerate(request.upgrade)],
             cluster=request.cluster, accel=request.accel,
-        ).to_json()
+        ).to_json())
 
     @app.post("/v1/clusters/{cluster}/freeze", summary="Fix the cluster's CPU, like EVC "
               "('guestcpu fleet freeze --json')", **answers(api.FrozenJson))
     def freeze(
         cluster: Annotated[str, Path(pattern=NAME)], accel: AccelQuery = "kvm",
         machine: Annotated[str | None, Query(pattern=NAME, description="The cluster CPU's machine type.")] = None,
-    ) -> api.FrozenJson:
-        return api.freeze(state.store, state.catalog, cluster, accel=accel, machine=machine).to_json()
+    ) -> JsonAnswer:
+        return JsonAnswer(api.freeze(state.store, state.catalog, cluster, accel=accel, machine=machine).to_json())
 
     @app.get("/v1/report", summary="The fleet report page ('guestcpu fleet report')", response_class=HTMLResponse)
     def report(cluster: ClusterQuery = None, accel: AccelQuery = "kvm") -> HTMLResponse:

@@ -85,6 +85,7 @@ def add_cmd(ctx: click.Context, files: tuple[str, ...], cluster: str | None, tag
     from rich.progress import MofNCompleteColumn, Progress
 
     from guestcpu.fleet import api
+    from guestcpu.fleet.parsing import worker_count
 
     paths = _host_files(files)
     if name and len(paths) != 1:
@@ -100,7 +101,7 @@ def add_cmd(ctx: click.Context, files: tuple[str, ...], cluster: str | None, tag
                   disable=len(paths) < 50) as progress:
         task = progress.add_task("adding hosts", total=len(paths))
         report = api.add_hosts(store, inputs(), catalog, cluster=cluster, tags=tags, force=force,
-                               progress=lambda: progress.advance(task))
+                               progress=lambda: progress.advance(task), workers=worker_count(len(paths)))
     if as_json:
         emit_json(report.to_json())
         return

@@ -16,6 +16,7 @@ from typing import Any
 
 from guestcpu.catalog.catalog import Catalog
 from guestcpu.errors import InputError
+from guestcpu.fleet import parsing
 from guestcpu.fleet.baseline import FleetBaseline, fleet_baseline
 from guestcpu.fleet.inputs import HostRecord, record_from_bytes
 from guestcpu.fleet.inventory import AddResult, Inventory
@@ -37,7 +38,7 @@ __all__ = [
 #: hosts per multi-row insert of a bulk load
 BULK_ROWS = 500
 #: one input: (where it came from, its bytes, the host name to use or None for the file's own)
-HostInput = tuple[str, bytes, str | None]
+HostInput = parsing.HostInput
 
 
 @dataclass(frozen=True)
@@ -54,8 +55,11 @@ class AddReport:
 def add_hosts(
     store: Store, inputs: Iterable[HostInput], catalog: Catalog, *, cluster: str | None = None,
     tags: Sequence[str] = (), force: bool = False, progress: Callable[[], None] | None = None,
+    workers: int = 0,
 ) -> AddReport:
     """Add or replace hosts from capture documents or domcapabilities XML, all or none.
+
+    ``workers``: processes that parse the inputs (``fleet.parsing``; 0: this one).
 
     Hosts are written in batches: the new ones of a batch in three multi-row
     statements, the known ones one by one (their old state becomes history).  Each
@@ -67,13 +71,9 @@ def add_hosts(
     batch: list[HostRecord] = []
     with store.transaction() as session, gc_paused():
         inventory = Inventory(session)
-        # digests already checked: stored ones and those of this load (each profile is parsed once)
-        known: dict[str, object] = dict(inventory.known_digests())
-        for source, data, name in inputs:
-            record = record_from_bytes(data, source, catalog, name=name, known_digests=known)
-            known.update((p.digest, None) for p in record.profiles.values())
+        for record in _records(inputs, catalog, inventory, workers):
             if record.name in seen:
-                raise StoreError(f"host {record.name} is given twice ({source}); nothing was added")
+                raise StoreError(f"host {record.name} is given twice; nothing was added")
             seen.add(record.name)
             batch.append(record)
             if len(batch) >= BULK_ROWS:
@@ -84,6 +84,20 @@ def add_hosts(
         if batch:
             results += inventory.add_hosts(batch, cluster=cluster, tags=tags, force=force)
     return AddReport(tuple(results))
+
+
+def _records(inputs: Iterable[HostInput], catalog: Catalog, inventory: Inventory, workers: int
+             ) -> Iterator[HostRecord]:
+    """Each input's host record, in order; each distinct profile is checked once (stored ones not again)."""
+    stored = inventory.known_digests()
+    if workers > 0:
+        yield from parsing.records(inputs, catalog, stored, workers, lambda digest: stored[digest].document)
+        return
+    known: dict[str, object] = dict(stored)
+    for source, data, name in inputs:
+        record = record_from_bytes(data, source, catalog, name=name, known_digests=known)
+        known.update((p.digest, None) for p in record.profiles.values())
+        yield record
 
 
 @contextlib.contextmanager

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -94,10 +94,11 @@ def _records(inputs: Iterable[HostInput], catalog: Catalog, inventory: Inventory
         yield from parsing.records(inputs, catalog, stored, workers, lambda digest: stored[digest].document)
         return
     known: dict[str, object] = dict(stored)
+    documents: dict[str, Mapping[str, Any]] = {}
     for source, data, name in inputs:
         record = record_from_bytes(data, source, catalog, name=name, known_digests=known)
         known.update((p.digest, None) for p in record.profiles.values())
-        yield record
+        yield parsing.sharing_documents(record, documents, lambda digest: stored[digest].document)
 
 
 @contextlib.contextmanager

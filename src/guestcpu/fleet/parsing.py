@@ -107,18 +107,21 @@ def records(
             for result in done:
                 if isinstance(result, str):
                     raise InputError(result)
-                yield _complete(result, documents, stored)
+                yield sharing_documents(result, documents, stored)
 
 
-def _complete(
+def sharing_documents(
     record: HostRecord, documents: dict[str, Mapping[str, Any]], stored: Callable[[str], Mapping[str, Any]],
 ) -> HostRecord:
-    """``record`` with the documents its worker sent before (or the store has) put back."""
+    """``record`` with each profile's document the one object every record of that offer shares.
+
+    A document a worker sent before (or the store has) is put back where it was left out;
+    a serial read's own copy of a document already met is let go, so a batch of records
+    holds each distinct offer once, not once per host.
+    """
     profiles = {}
     for accel, profile in record.profiles.items():
-        if profile.document:
-            documents.setdefault(profile.digest, profile.document)
-        else:
-            profile = replace(profile, document=documents.get(profile.digest) or stored(profile.digest))
-        profiles[accel] = profile
+        document = documents.setdefault(profile.digest, profile.document) if profile.document else (
+            documents.get(profile.digest) or stored(profile.digest))
+        profiles[accel] = profile if document is profile.document else replace(profile, document=document)
     return replace(record, profiles=profiles)

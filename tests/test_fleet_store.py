@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select
@@ -314,6 +316,22 @@ def test_parsing_in_worker_processes_gives_the_same_inventory(tmp_path: Path, ca
         errors.append(str(caught.value))
         assert count(store, db.Host) == 0
     assert errors[0] == errors[1] and "bad.json (kvm) is damaged at $.models[0].usable" in errors[0]
+
+
+class _DiesWhenUnpickled:
+    """Passed to a worker as its catalog: unpickling it ends that process, as a kill or the OOM killer would."""
+
+    def __reduce__(self) -> tuple[Any, tuple[int]]:
+        return os._exit, (9,)
+
+
+def test_a_worker_that_dies_is_one_error_not_a_hang(catalog: Catalog) -> None:
+    from guestcpu.errors import GuestCpuError
+    from guestcpu.fleet import parsing
+
+    inputs = [("h.json", b"{}", None)] * 20
+    with pytest.raises(GuestCpuError, match=r"ended without an answer .*nothing was added"):
+        list(parsing.records(inputs, _DiesWhenUnpickled(), (), 2, lambda d: {}))  # type: ignore[arg-type]
 
 
 def test_workers_only_where_cores_spare(monkeypatch: pytest.MonkeyPatch) -> None:

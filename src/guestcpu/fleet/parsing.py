@@ -21,6 +21,8 @@ import multiprocessing
 import os
 import signal
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import replace
 from typing import Any
 
@@ -95,15 +97,19 @@ def records(
     documents: dict[str, Mapping[str, Any]] = {}
     items = iter(inputs)
     chunks = iter(lambda: list(itertools.islice(items, CHUNK)), [])
-    context = multiprocessing.get_context("spawn")
-    with context.Pool(workers, _start, (catalog, frozenset(known))) as pool:
-        pending: collections.deque[Any] = collections.deque()
-        for chunk in itertools.islice(chunks, workers * AHEAD):
-            pending.append(pool.apply_async(_parse_chunk, (chunk,)))
+    # concurrent.futures, not multiprocessing.Pool: a worker that dies (killed, out of memory) is an
+    # error here, where the Pool would wait for its answer forever
+    with ProcessPoolExecutor(workers, multiprocessing.get_context("spawn"), _start,
+                             (catalog, frozenset(known))) as pool:
+        pending: collections.deque[Future[list[HostRecord | str]]] = collections.deque(
+            pool.submit(_parse_chunk, chunk) for chunk in itertools.islice(chunks, workers * AHEAD))
         while pending:
-            done = pending.popleft().get()
-            for chunk in itertools.islice(chunks, 1):
-                pending.append(pool.apply_async(_parse_chunk, (chunk,)))
+            try:
+                done = pending.popleft().result()
+            except BrokenProcessPool:
+                raise GuestCpuError("a process reading the host files ended without an answer (killed, or out "
+                                    "of memory?); nothing was added") from None
+            pending.extend(pool.submit(_parse_chunk, chunk) for chunk in itertools.islice(chunks, 1))
             for result in done:
                 if isinstance(result, str):
                     raise InputError(result)

@@ -204,6 +204,32 @@ def test_cli_add_of_a_folder_adds_its_captures_and_domcapabilities(tmp_path: Pat
     assert out.exit_code == 1 and "exactly one FILE" in str(out.exception)
 
 
+def test_cli_add_pins_stores_a_folder_of_pins_in_one_transaction(tmp_path: Path, catalog: Catalog) -> None:
+    from guestcpu.lifecycle.pin import dumps_pin
+
+    kind = kinds(catalog, THREE[:1])[0]
+    folder = tmp_path / "pins"
+    folder.mkdir()
+    for guest, model in (("web1", "Haswell-v4"), ("web2", "Haswell-v4"), ("db1", "IvyBridge-v2")):
+        (folder / f"{guest}.pin.json").write_text(dumps_pin(model_pin(kind, model, catalog)))
+    (folder / "notes.txt").write_text("not a pin")
+    db_url = f"sqlite:///{tmp_path / 'f.db'}"
+    runner = CliRunner()
+    out = runner.invoke(cli, ["fleet", "add-pins", str(folder), "--db", db_url, "--json"])
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.output)["added"] == 3
+    assert [p.name for p in api.load_view(open_store(db_url)).pins] == ["db1", "web1", "web2"]
+    out = runner.invoke(cli, ["fleet", "add-pins", str(folder), "--db", db_url])
+    assert out.exit_code == 0 and "stored 3 pins (0 added, 3 replaced)" in out.output
+    edited = json.loads((folder / "db1.pin.json").read_text())
+    edited["abi"]["family"] = 99
+    (folder / "zz.pin.json").write_text(json.dumps(edited))
+    (folder / "new.pin.json").write_text(dumps_pin(model_pin(kind, "Westmere-v2", catalog)))
+    out = runner.invoke(cli, ["fleet", "add-pins", str(folder), "--db", db_url])
+    assert out.exit_code == 1 and "zz.pin.json" in str(out.exception)
+    assert len(api.load_view(open_store(db_url)).pins) == 3  # 'new' was not stored either
+
+
 @pytest.mark.parametrize("vendor", ["GenuineIntel", "AuthenticAMD", None])
 def test_baseline_over_minimal_profiles_is_the_baseline_over_all(catalog: Catalog, vendor: str | None) -> None:
     """The corpus' real CPUs with TSX/PKU variations: only the minimal profiles are judged in full by QEMU's rules;

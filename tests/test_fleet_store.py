@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select
@@ -279,6 +281,69 @@ def test_a_large_add_is_the_same_inventory_as_one_host_at_a_time(
     assert [s.seq for s in api.history(bulk, "h0003").states] == [1, 2]
     assert [s.seq for s in api.history(bulk, "h0011").states] == [1]
     assert count(bulk, db.Host) == 1120
+
+
+def test_parsing_in_worker_processes_gives_the_same_inventory(tmp_path: Path, catalog: Catalog) -> None:
+    """workers=2: the records come back in order with every document, so the store is the one a serial add
+    leaves; a damaged capture among them is the same one error, and nothing is stored."""
+    from fleet_support import DATA
+    from guestcpu.fleet.synthetic import capture_document
+
+    all_kinds = kinds(catalog, THREE, ("", "tsx-off"))
+    inputs = [(f"h{i}.json", json.dumps(capture_document(all_kinds[i % len(all_kinds)], f"h{i:03d}")).encode(), None)
+              for i in range(90)]
+    inputs.insert(40, ("i7.xml", (DATA / "xml" / "domcapabilities-core-i7-7700.xml").read_bytes(), "i7"))
+    views = []
+    for workers in (0, 2):
+        store = open_store(f"sqlite:///{tmp_path / f'w{workers}.db'}")
+        seen: list[int] = []
+        report = api.add_hosts(store, inputs, catalog, workers=workers, progress=lambda s=seen: s.append(1))
+        assert len(seen) == len(report.added) == 91
+        views.append(api.load_view(store))
+    serial, parallel = views
+    assert [(h.name, h.profiles) for h in parallel.hosts] == [(h.name, h.profiles) for h in serial.hosts]
+    assert parallel.profiles.keys() == serial.profiles.keys()
+    assert all(parallel.profiles[d].caps == serial.profiles[d].caps for d in serial.profiles)
+
+    damaged = json.loads(inputs[60][1])
+    damaged["accels"]["kvm"]["models"][0]["usable"] = "yes"
+    bad = [*inputs[:60], ("bad.json", json.dumps(damaged).encode(), None), *inputs[61:]]
+    errors = []
+    for workers in (0, 2):
+        store = open_store(f"sqlite:///{tmp_path / f'bad{workers}.db'}")
+        with pytest.raises(InputError) as caught:
+            api.add_hosts(store, bad, catalog, workers=workers)
+        errors.append(str(caught.value))
+        assert count(store, db.Host) == 0
+    assert errors[0] == errors[1] and "bad.json (kvm) is damaged at $.models[0].usable" in errors[0]
+
+
+class _DiesWhenUnpickled:
+    """Passed to a worker as its catalog: unpickling it ends that process, as a kill or the OOM killer would."""
+
+    def __reduce__(self) -> tuple[Any, tuple[int]]:
+        return os._exit, (9,)
+
+
+def test_a_worker_that_dies_is_one_error_not_a_hang(catalog: Catalog) -> None:
+    from guestcpu.errors import GuestCpuError
+    from guestcpu.fleet import parsing
+
+    inputs = [("h.json", b"{}", None)] * 20
+    with pytest.raises(GuestCpuError, match=r"ended without an answer .*nothing was added"):
+        list(parsing.records(inputs, _DiesWhenUnpickled(), (), 2, lambda d: {}))  # type: ignore[arg-type]
+
+
+def test_workers_only_where_cores_spare(monkeypatch: pytest.MonkeyPatch) -> None:
+    from guestcpu.fleet import parsing
+
+    monkeypatch.setattr(parsing.os, "sched_getaffinity", lambda _pid: set(range(2)))
+    assert parsing.worker_count(10_000) == 0  # two cores: the caller alone is faster (docs/performance.md)
+    monkeypatch.setattr(parsing.os, "sched_getaffinity", lambda _pid: set(range(16)))
+    assert parsing.worker_count(10_000) == parsing.MAX_WORKERS
+    assert parsing.worker_count(parsing.PARALLEL_FROM - 1) == 0
+    monkeypatch.setattr(parsing.os, "sched_getaffinity", lambda _pid: set(range(4)))
+    assert parsing.worker_count(10_000) == 3
 
 
 def test_domcapabilities_blockers_are_kept_per_model(store: Store, catalog: Catalog) -> None:

@@ -51,19 +51,27 @@ def fleet_cmd() -> None:
     """
 
 
-def _host_files(items: tuple[str, ...]) -> list[str]:
-    """The files to add: each FILE, and each DIR's *.json and *.xml files (sorted; not its subfolders)."""
+def _files(items: tuple[str, ...], suffixes: tuple[str, ...], what: str) -> list[str]:
+    """Each FILE, and each DIR's files with one of ``suffixes`` (sorted; not its subfolders)."""
     found: list[str] = []
     for item in items:
         path = Path(item)
         if not path.is_dir():
             found.append(item)
             continue
-        inside = sorted(str(p) for p in path.iterdir() if p.suffix in (".json", ".xml") and not p.is_dir())
+        inside = sorted(str(p) for p in path.iterdir() if p.suffix in suffixes and not p.is_dir())
         if not inside:
-            raise InputError(f"{item} is a folder with no *.json captures or *.xml domain capabilities in it")
+            raise InputError(f"{item} is a folder with no {what} in it")
         found += inside
     return found
+
+
+def _host_files(items: tuple[str, ...]) -> list[str]:
+    return _files(items, (".json", ".xml"), "*.json captures or *.xml domain capabilities")
+
+
+def _pin_name(path: str) -> str:
+    return Path(path).name.removesuffix(".json").removesuffix(".pin")
 
 
 @fleet_cmd.command("add")
@@ -85,6 +93,7 @@ def add_cmd(ctx: click.Context, files: tuple[str, ...], cluster: str | None, tag
     from rich.progress import MofNCompleteColumn, Progress
 
     from guestcpu.fleet import api
+    from guestcpu.fleet.parsing import worker_count
 
     paths = _host_files(files)
     if name and len(paths) != 1:
@@ -100,7 +109,7 @@ def add_cmd(ctx: click.Context, files: tuple[str, ...], cluster: str | None, tag
                   disable=len(paths) < 50) as progress:
         task = progress.add_task("adding hosts", total=len(paths))
         report = api.add_hosts(store, inputs(), catalog, cluster=cluster, tags=tags, force=force,
-                               progress=lambda: progress.advance(task))
+                               progress=lambda: progress.advance(task), workers=worker_count(len(paths)))
     if as_json:
         emit_json(report.to_json())
         return
@@ -126,13 +135,41 @@ def add_pin_cmd(pin_file: str, name: str | None, host: str | None, db_url: str |
     from guestcpu.lifecycle.pin import pin_from_document
 
     pin = pin_from_document(_read_json(pin_file, "a guestcpu pin"), pin_file)
-    name = name or Path(pin_file).name.removesuffix(".json").removesuffix(".pin")
+    name = name or _pin_name(pin_file)
     result = api.add_pin(_store(db_url), name, pin, host=host)
     if as_json:
         emit_json(result.to_json())
     else:
         click.echo(f"{'replaced' if result.replaced else 'added'} pin {name} ({pin.fingerprint})"
                    + (f" on {host}" if host else ""))
+
+
+@fleet_cmd.command("add-pins")
+@click.argument("items", nargs=-1, required=True, metavar="PIN|DIR...")
+@db_option
+@json_option
+def add_pins_cmd(items: tuple[str, ...], db_url: str | None, as_json: bool) -> None:
+    """Store many guests' pins in one transaction, each named after its file (a DIR: its *.json pins)."""
+    from rich.progress import MofNCompleteColumn, Progress
+
+    from guestcpu.fleet import api
+    from guestcpu.lifecycle.pin import pin_from_document
+
+    paths = _files(items, (".json",), "*.json pins")
+    with Progress(*Progress.get_default_columns(), MofNCompleteColumn(), transient=True,
+                  disable=len(paths) < 50) as progress:
+        task = progress.add_task("reading pins", total=len(paths))
+        pins = []
+        for path in paths:
+            pins.append((_pin_name(path), pin_from_document(_read_json(path, "a guestcpu pin"), path), None))
+            progress.advance(task)
+    report = api.add_pins(_store(db_url), pins)
+    if as_json:
+        emit_json({"pins": [p.to_json() for p in report], "added": sum(not p.replaced for p in report),
+                   "replaced": sum(p.replaced for p in report)})
+        return
+    replaced = sum(p.replaced for p in report)
+    click.echo(f"stored {len(report)} pins ({len(report) - replaced} added, {replaced} replaced)")
 
 
 @fleet_cmd.command("remove")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -18,7 +18,7 @@ from typing_extensions import TypedDict
 
 from guestcpu.catalog.catalog import Catalog
 from guestcpu.errors import InputError
-from guestcpu.fleet import retire
+from guestcpu.fleet import parsing, retire
 from guestcpu.fleet.baseline import BaselineJson, FleetBaseline, fleet_baseline
 from guestcpu.fleet.inputs import HostRecord, record_from_bytes
 from guestcpu.fleet.inventory import AddResult, Inventory
@@ -45,7 +45,7 @@ __all__ = [
 #: hosts per multi-row insert of a bulk load
 BULK_ROWS = 500
 #: one input: (where it came from, its bytes, the host name to use or None for the file's own)
-HostInput = tuple[str, bytes, str | None]
+HostInput = parsing.HostInput
 
 
 class AddedHostJson(TypedDict):
@@ -82,8 +82,11 @@ class AddReport:
 def add_hosts(
     store: Store, inputs: Iterable[HostInput], catalog: Catalog, *, cluster: str | None = None,
     tags: Sequence[str] = (), force: bool = False, progress: Callable[[], None] | None = None,
+    workers: int = 0,
 ) -> AddReport:
     """Add or replace hosts from capture documents or domcapabilities XML, all or none.
+
+    ``workers``: processes that parse the inputs (``fleet.parsing``; 0: this one).
 
     Hosts are written in batches: the new ones of a batch in three multi-row
     statements, the known ones one by one (their old state becomes history).  Each
@@ -95,13 +98,9 @@ def add_hosts(
     batch: list[HostRecord] = []
     with store.transaction() as session, gc_paused():
         inventory = Inventory(session)
-        # digests already checked: stored ones and those of this load (each profile is parsed once)
-        known: dict[str, object] = dict(inventory.known_digests())
-        for source, data, name in inputs:
-            record = record_from_bytes(data, source, catalog, name=name, known_digests=known)
-            known.update((p.digest, None) for p in record.profiles.values())
+        for record in _records(inputs, catalog, inventory, workers):
             if record.name in seen:
-                raise StoreError(f"host {record.name} is given twice ({source}); nothing was added")
+                raise StoreError(f"host {record.name} is given twice; nothing was added")
             seen.add(record.name)
             batch.append(record)
             if len(batch) >= BULK_ROWS:
@@ -112,6 +111,21 @@ def add_hosts(
         if batch:
             results += inventory.add_hosts(batch, cluster=cluster, tags=tags, force=force)
     return AddReport(tuple(results))
+
+
+def _records(inputs: Iterable[HostInput], catalog: Catalog, inventory: Inventory, workers: int
+             ) -> Iterator[HostRecord]:
+    """Each input's host record, in order; each distinct profile is checked once (stored ones not again)."""
+    stored = inventory.known_digests()
+    if workers > 0:
+        yield from parsing.records(inputs, catalog, stored, workers, lambda digest: stored[digest].document)
+        return
+    known: dict[str, object] = dict(stored)
+    documents: dict[str, Mapping[str, Any]] = {}
+    for source, data, name in inputs:
+        record = record_from_bytes(data, source, catalog, name=name, known_digests=known)
+        known.update((p.digest, None) for p in record.profiles.values())
+        yield parsing.sharing_documents(record, documents, lambda digest: stored[digest].document)
 
 
 @contextlib.contextmanager

@@ -8,6 +8,7 @@ revision with one message that says what to run.  Every command works inside one
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
 from sqlalchemy import create_engine, event, inspect, text
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
@@ -112,6 +114,15 @@ def _check_private_file(path: Path, url: str) -> None:
         )
 
 
+def _json_text(value: Any) -> str:
+    """JSON columns written by the fast encoder (a fleet add writes thousands of rows); what it cannot
+    encode (an integer beyond 64 bits) by the standard one."""
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:
+        return json.dumps(value)
+
+
 def _engine(url: str) -> Engine:
     full = normalize_url(url)
     try:
@@ -125,7 +136,7 @@ def _engine(url: str) -> Engine:
     if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
         _check_private_file(Path(parsed.database), url)
     try:
-        engine = create_engine(full)
+        engine = create_engine(full, json_serializer=_json_text, json_deserializer=orjson.loads)
     except (NoSuchModuleError, ImportError) as exc:
         raise StoreError(f"database {describe(url)}: no driver ({exc})") from None
     if parsed.get_backend_name() == "sqlite":

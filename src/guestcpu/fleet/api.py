@@ -12,7 +12,7 @@ import contextlib
 import gc
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 from typing_extensions import TypedDict
 
@@ -21,7 +21,7 @@ from guestcpu.errors import InputError
 from guestcpu.fleet import parsing, retire
 from guestcpu.fleet.baseline import BaselineJson, FleetBaseline, fleet_baseline
 from guestcpu.fleet.inputs import HostRecord, record_from_bytes
-from guestcpu.fleet.inventory import AddResult, Inventory
+from guestcpu.fleet.inventory import AddedHostJson, AddResult, Inventory
 from guestcpu.fleet.levels import FleetLevels, LevelsJson, fleet_levels
 from guestcpu.fleet.placement import Placement, PlacementCounts, PlacementCountsJson, PlacementJson
 from guestcpu.fleet.placement import where as where_pins
@@ -48,17 +48,6 @@ BULK_ROWS = 500
 HostInput = parsing.HostInput
 
 
-class AddedHostJson(TypedDict):
-    """``inventory.AddResult.to_json()``."""
-
-    host: str
-    cluster: str
-    replaced: bool
-    operational: bool
-    changes: list[str]
-    note: str
-
-
 class AddReportJson(TypedDict):
     """``AddReport.to_json()``: the body of ``fleet add --json``."""
 
@@ -73,7 +62,7 @@ class AddReport:
     added: tuple[AddResult, ...]
 
     def to_json(self) -> AddReportJson:
-        return {"hosts": [cast(AddedHostJson, a.to_json()) for a in self.added],
+        return {"hosts": [a.to_json() for a in self.added],
                 "added": sum(1 for a in self.added if not a.replaced),
                 "replaced": sum(1 for a in self.added if a.replaced),
                 "non_operational": [a.host for a in self.added if not a.operational]}

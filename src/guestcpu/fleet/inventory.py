@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
+from typing_extensions import TypedDict
 
 from guestcpu.errors import InputError
 from guestcpu.fleet import schema as db
@@ -39,6 +40,17 @@ def with_guest(pin: Pin, name: str | None, uuid: str | None) -> Pin:
     return pin if (pin.name, pin.uuid) == (name, uuid) else replace(pin, name=name, uuid=uuid)
 
 
+class AddedHostJson(TypedDict):
+    """``AddResult.to_json()``."""
+
+    host: str
+    cluster: str
+    replaced: bool
+    operational: bool
+    changes: list[str]
+    note: str
+
+
 @dataclass(frozen=True)
 class AddResult:
     host: str
@@ -48,7 +60,7 @@ class AddResult:
     changes: tuple[str, ...]
     note: str = ""
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> AddedHostJson:
         return {"host": self.host, "cluster": self.cluster, "replaced": self.replaced,
                 "operational": self.operational, "changes": list(self.changes), "note": self.note}
 

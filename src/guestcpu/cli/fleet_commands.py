@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,17 @@ def fleet_cmd() -> None:
     """
 
 
+@contextlib.contextmanager
+def _progress(what: str, total: int) -> Iterator[Callable[[], None]]:
+    """A progress bar (done/total, on a terminal, for 50 files or more); yields its one-step advance."""
+    from rich.progress import MofNCompleteColumn, Progress
+
+    with Progress(*Progress.get_default_columns(), MofNCompleteColumn(), transient=True,
+                  disable=total < 50) as progress:
+        task = progress.add_task(what, total=total)
+        yield lambda: progress.advance(task)
+
+
 def _files(items: tuple[str, ...], suffixes: tuple[str, ...], what: str) -> list[str]:
     """Each FILE, and each DIR's files with one of ``suffixes`` (sorted; not its subfolders)."""
     found: list[str] = []
@@ -90,8 +102,6 @@ def add_cmd(ctx: click.Context, files: tuple[str, ...], cluster: str | None, tag
 
     A DIR stands for its *.json and *.xml files.  All are added, or none.
     """
-    from rich.progress import MofNCompleteColumn, Progress
-
     from guestcpu.fleet import api
     from guestcpu.fleet.parsing import worker_count
 
@@ -105,11 +115,9 @@ def add_cmd(ctx: click.Context, files: tuple[str, ...], cluster: str | None, tag
         for path in paths:
             yield path, _read(path, "a guestcpu capture (JSON) or virsh domcapabilities (XML)"), name
 
-    with Progress(*Progress.get_default_columns(), MofNCompleteColumn(), transient=True,
-                  disable=len(paths) < 50) as progress:
-        task = progress.add_task("adding hosts", total=len(paths))
+    with _progress("adding hosts", len(paths)) as advance:
         report = api.add_hosts(store, inputs(), catalog, cluster=cluster, tags=tags, force=force,
-                               progress=lambda: progress.advance(task), workers=worker_count(len(paths)))
+                               progress=advance, workers=worker_count(len(paths)))
     if as_json:
         emit_json(report.to_json())
         return
@@ -150,19 +158,15 @@ def add_pin_cmd(pin_file: str, name: str | None, host: str | None, db_url: str |
 @json_option
 def add_pins_cmd(items: tuple[str, ...], db_url: str | None, as_json: bool) -> None:
     """Store many guests' pins in one transaction, each named after its file (a DIR: its *.json pins)."""
-    from rich.progress import MofNCompleteColumn, Progress
-
     from guestcpu.fleet import api
     from guestcpu.lifecycle.pin import pin_from_document
 
     paths = _files(items, (".json",), "*.json pins")
-    with Progress(*Progress.get_default_columns(), MofNCompleteColumn(), transient=True,
-                  disable=len(paths) < 50) as progress:
-        task = progress.add_task("reading pins", total=len(paths))
+    with _progress("reading pins", len(paths)) as advance:
         pins = []
         for path in paths:
             pins.append((_pin_name(path), pin_from_document(_read_json(path, "a guestcpu pin"), path), None))
-            progress.advance(task)
+            advance()
     report = api.add_pins(_store(db_url), pins)
     if as_json:
         emit_json({"pins": [p.to_json() for p in report], "added": sum(not p.replaced for p in report),

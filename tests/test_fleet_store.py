@@ -121,6 +121,20 @@ def test_many_pins_share_bodies_and_read_back_as_stored(store: Store, catalog: C
     assert count(store, db.Pin) == before
 
 
+def test_names_made_in_a_transaction_are_known_to_its_later_batches(store: Store, catalog: Catalog) -> None:
+    """Batches look names up in one set read per transaction; a pin or frozen CPU made there joins it."""
+    from guestcpu.fleet.inventory import Inventory
+
+    kind = kinds(catalog, ("Xeon-E5-2650-v3",))[0]
+    pin = model_pin(kind, "Haswell-v4", catalog)
+    with store.transaction() as session:
+        inventory = Inventory(session)
+        assert inventory.add_pins([("a", pin, None)]) == [False]
+        assert not inventory.add_pin("b", pin)
+        assert inventory.add_pins([("b", pin, None), ("a", pin, None), ("c", pin, None)]) == [True, True, False]
+    assert [p.name for p in api.load_view(store).pins] == ["a", "b", "c"]
+
+
 # -- bad input: one clear message, nothing changed ----------------------------------------
 def test_a_capture_of_another_schema_version_changes_nothing(store: Store, catalog: Catalog, tmp_path: Path) -> None:
     good, bad = write_captures(catalog, tmp_path, THREE[:2])

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from guestcpu.errors import InputError
@@ -89,13 +89,9 @@ class ModelCaps:
 
 
 @dataclass(frozen=True)
-class MachineCaps:
-    name: str
-    alias: str | None = None
-    is_default: bool = False
-    default_cpu_type: str | None = None
-    deprecated: bool = False
-    cpu_max: int | None = None
+class MachineCaps(MachineInfo):
+    """A machine type as ``query-machines`` gives it, and how it resolves an unversioned CPU model."""
+
     #: RESOLVE_V1 / RESOLVE_LEGACY / RESOLVE_LATEST
     resolves: str = RESOLVE_V1
 
@@ -220,18 +216,7 @@ def machine_resolution(name: str) -> str:
 
 # -- building from replies (pure) ---------------------------------------------------
 def machine_caps(machines: tuple[MachineInfo, ...]) -> tuple[MachineCaps, ...]:
-    result = [
-        MachineCaps(
-            name=m.name,
-            alias=m.alias,
-            is_default=m.is_default,
-            default_cpu_type=m.default_cpu_type,
-            deprecated=m.deprecated,
-            cpu_max=m.cpu_max,
-            resolves=machine_resolution(m.name),
-        )
-        for m in machines
-    ]
+    result = [MachineCaps(**asdict(m), resolves=machine_resolution(m.name)) for m in machines]
     return tuple(sorted(result, key=lambda m: m.name))
 
 

@@ -27,6 +27,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from guestcpu.cli.main import main
+from json_paths import paths
 
 pytestmark = pytest.mark.qemu
 
@@ -127,17 +128,6 @@ WEIRD = st.one_of(
     st.just([]), st.just({}), st.lists(st.one_of(st.integers(), st.none(), st.text(max_size=3)), max_size=3),
     st.dictionaries(st.text(max_size=4), st.one_of(st.integers(), st.booleans(), st.text(max_size=3)), max_size=2),
 )
-
-
-def paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    found = [prefix]
-    if isinstance(value, dict):
-        for key, item in value.items():
-            found += paths(item, (*prefix, key))
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            found += paths(item, (*prefix, index))
-    return found
 
 
 @st.composite

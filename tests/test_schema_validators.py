@@ -24,6 +24,7 @@ from guestcpu.lifecycle.pin import pin_to_document
 from guestcpu.qemu.cache import read_caps_file
 from guestcpu.qemu.caps import to_document
 from guestcpu.schemas import DocumentError, _fast_says_valid, validate, validator
+from json_paths import at, paths
 
 DATA = Path(__file__).parent / "data" / "qemu-7.2"
 KEEP = {"qemu64", "qemu64-v1", "Skylake-Client-v4", "EPYC-v3", "max", "host"}
@@ -57,28 +58,13 @@ VALUES = st.one_of(
 )
 
 
-def _containers(doc: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    found = [path]
-    items = doc.items() if isinstance(doc, dict) else enumerate(doc) if isinstance(doc, list) else ()
-    for key, value in items:
-        if isinstance(value, (dict, list)):
-            found += _containers(value, (*path, key))
-    return found
-
-
-def _at(doc: Any, path: tuple[Any, ...]) -> Any:
-    for key in path:
-        doc = doc[key]
-    return doc
-
-
 @st.composite
 def damaged(draw: st.DrawFn) -> tuple[str, Any]:
     name = draw(st.sampled_from(sorted(DOCUMENTS)))
     doc = copy.deepcopy(DOCUMENTS[name])
     for _ in range(draw(st.integers(min_value=1, max_value=3))):
-        paths = _containers(doc)
-        where = _at(doc, draw(st.sampled_from(paths)))
+        containers = [p for p in paths(doc) if isinstance(at(doc, p), (dict, list))]
+        where = at(doc, draw(st.sampled_from(containers)))
         keys = list(where) if isinstance(where, dict) else list(range(len(where)))
         action = draw(st.sampled_from(["replace", "delete", "add"]))
         if action == "add" or not keys:
